@@ -1,0 +1,1 @@
+"""Knowledge half of kemm: prompts, schemas, backends, cache, embeddings, audit."""

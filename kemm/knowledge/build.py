@@ -1,0 +1,168 @@
+"""Run a knowledge task over its inputs into a cached source.
+
+``build(...)`` is resumable and idempotent: records whose key is already in the
+source with status ok/skipped are cache hits; everything else (new inputs,
+earlier failures, torn lines) is generated and appended.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from kemm.knowledge.backends.base import Backend, GenerationRequest
+from kemm.knowledge.cache import SourceCache, now_iso, record_key, sha256_text
+from kemm.knowledge.inputs import TaskInput
+from kemm.knowledge.prompts import Prompt
+from kemm.knowledge.repair import generate_validated
+from kemm.knowledge.schemas import schema_sha
+
+
+@dataclass
+class BuildSummary:
+    source: str
+    total: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    cached: int = 0
+    generated: int = 0
+    corrupt_lines: int = 0
+    elapsed_s: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def source_identity(prompt: Prompt, backend: Backend, sampling: dict[str, Any]) -> dict[str, Any]:
+    desc = backend.describe()
+    return {
+        "task": prompt.name,
+        "prompt_name": prompt.name,
+        "prompt_version": prompt.version,
+        "prompt_sha": prompt.sha256,
+        "schema_name": prompt.schema_name,
+        "schema_sha": schema_sha(prompt.schema),
+        "backend": backend.name,
+        "model_id": desc.get("model_id"),
+        "model_revision": desc.get("model_revision"),
+        "sampling": sampling,
+    }
+
+
+def effective_sampling(prompt: Prompt, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    s = dict(prompt.sampling)
+    s.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return s
+
+
+def build(
+    prompt: Prompt,
+    inputs: list[TaskInput],
+    backend: Backend,
+    cache: SourceCache,
+    sampling_overrides: dict[str, Any] | None = None,
+    batch_size: int = 16,
+    max_attempts: int = 3,
+    limit: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    extra_provenance: dict[str, Any] | None = None,
+) -> BuildSummary:
+    t0 = time.perf_counter()
+    sampling = effective_sampling(prompt, sampling_overrides)
+    identity = source_identity(prompt, backend, sampling)
+    provenance = {"backend_description": backend.describe(), "prompt_path": str(prompt.path)}
+    provenance.update(extra_provenance or {})
+    cache.ensure_identity(identity, provenance)
+
+    seen: set[str] = set()
+    for inp in inputs:
+        if inp.case_id in seen:
+            raise ValueError(f"duplicate case id {inp.case_id!r} among the inputs")
+        seen.add(inp.case_id)
+    if limit is not None:
+        inputs = inputs[:limit]
+
+    summary = BuildSummary(source=cache.source, total=len(inputs))
+    loaded = cache.load()
+    summary.corrupt_lines = len(loaded.corrupt_lines)
+    todo: list[tuple[TaskInput, str]] = []
+    for inp in inputs:
+        key = record_key(identity, inp.key_text)
+        rec = loaded.records.get(key)
+        if rec is not None and rec["status"] in ("ok", "skipped"):
+            summary.cached += 1
+            setattr(summary, rec["status"], getattr(summary, rec["status"]) + 1)
+        else:
+            todo.append((inp, key))
+    if on_total:
+        on_total(len(todo))
+
+    with cache.writer() as w:
+        for inp, key in [(i, k) for i, k in todo if i.skip_reason]:
+            w.append(_record(inp, key, "skipped", errors=[inp.skip_reason]))
+            summary.skipped += 1
+            if progress:
+                progress(1)
+        gen = [(i, k) for i, k in todo if not i.skip_reason]
+        for start in range(0, len(gen), batch_size):
+            chunk = gen[start : start + batch_size]
+            reqs = [
+                GenerationRequest(messages=prompt.render(**inp.variables), inputs=inp.variables)
+                for inp, _ in chunk
+            ]
+            outcomes = generate_validated(backend, reqs, prompt.schema, sampling, max_attempts)
+            for (inp, key), req, oc in zip(chunk, reqs, outcomes):
+                w.append(
+                    _record(
+                        inp,
+                        key,
+                        oc.status,
+                        rendered_sha=sha256_text(_messages_text(req.messages)),
+                        raw_output=oc.raw_output,
+                        output=oc.output,
+                        errors=oc.errors,
+                        attempts=oc.attempts,
+                        finish_reason=oc.finish_reason,
+                        latency_s=round(oc.latency_s, 4),
+                        meta=oc.meta,
+                    )
+                )
+                summary.generated += 1
+                if oc.status == "ok":
+                    summary.ok += 1
+                else:
+                    summary.failed += 1
+                    summary.failures.append(inp.case_id)
+            if progress:
+                progress(len(chunk))
+    cache.update_counts({"last_build": {"at": now_iso(), **{k: v for k, v in summary.as_dict().items() if k != "failures"}}})
+    summary.elapsed_s = time.perf_counter() - t0
+    return summary
+
+
+def _messages_text(messages: list[dict[str, str]]) -> str:
+    return "\n".join(f"<{m['role']}>\n{m['content']}" for m in messages)
+
+
+def _record(inp: TaskInput, key: str, status: str, **kw: Any) -> dict[str, Any]:
+    rec = {
+        "key": key,
+        "case_id": inp.case_id,
+        "status": status,
+        "input_sha": sha256_text(inp.key_text),
+        "rendered_prompt_sha": kw.pop("rendered_sha", None),
+        "raw_output": kw.pop("raw_output", None),
+        "output": kw.pop("output", None),
+        "errors": kw.pop("errors", []),
+        "attempts": kw.pop("attempts", 0),
+        "finish_reason": kw.pop("finish_reason", None),
+        "latency_s": kw.pop("latency_s", 0.0),
+        "input_meta": inp.meta,
+        "created": now_iso(),
+    }
+    rec.update(kw)
+    return rec
