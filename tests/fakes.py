@@ -1,0 +1,74 @@
+"""Scripted backends for tests of the knowledge core (no LLM)."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from kemm.knowledge.backends.base import GenerationResult
+
+VALID_REPORT = {
+    "histologic_type": "urothelial carcinoma",
+    "grade": "high grade",
+    "pT": "T2a",
+    "pN": "N0",
+    "pM": "not reported",
+    "stage_group": "II",
+    "tumor_size": "3.5 cm",
+    "nodes_positive": 0,
+    "nodes_examined": 12,
+    "margin_status": "negative",
+    "lymphovascular_invasion": "absent",
+    "perineural_invasion": "not reported",
+    "key_statements": ["High grade invasive urothelial carcinoma."],
+    "summary": "High grade urothelial carcinoma invading muscularis propria, nodes negative.",
+}
+
+
+class ScriptedBackend:
+    """Returns scripted texts per case id: a list consumed one attempt at a time
+    (the last entry repeats). Default: a valid RefinedReport."""
+
+    name = "scripted"
+
+    def __init__(self, script: dict[str, list[str]] | None = None, delay: float = 0.0, model_id: str = "scripted-1"):
+        self.script = script or {}
+        self.delay = delay
+        self.model_id = model_id
+        self.calls: list[list[str]] = []  # case ids per generate() call
+        self.seen_messages: list[list[dict[str, str]]] = []
+        self._pos: dict[str, int] = {}
+
+    def generate(self, requests, schema, sampling):
+        ids = [r.inputs.get("case_id") or r.inputs.get("cancer_type") for r in requests]
+        self.calls.append(ids)
+        out = []
+        for cid, r in zip(ids, requests):
+            self.seen_messages.append(r.messages)
+            if self.delay:
+                time.sleep(self.delay)
+            seq = self.script.get(cid, [json.dumps(VALID_REPORT)])
+            i = self._pos.get(cid, 0)
+            self._pos[cid] = i + 1
+            out.append(GenerationResult(text=seq[min(i, len(seq) - 1)], finish_reason="stop", latency_s=0.001))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "model_revision": "r1"}
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def n_generated(self) -> int:
+        return sum(len(c) for c in self.calls)
+
+
+def write_reports_csv(path, n: int = 5, start: int = 0) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["pdf_file_name_path", "ocr_text"])
+        for i in range(start, start + n):
+            w.writerow([f"TCGA-ZZ-{i:04d}.ABC.PDF", f"Invasive urothelial carcinoma, high grade, pT2a N0, case {i}. " * 3])
