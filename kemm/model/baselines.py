@@ -1,0 +1,301 @@
+"""Baselines run in the same harness as KEMM.
+
+Torch models (``forward(batch) -> {"logits", "aux_loss", "attn"}``):
+- :class:`ABMIL` — gated-attention MIL over WSI patches (Ilse et al. 2018).
+- :class:`SNN` — self-normalising network per genomic group, concatenated (MCAT's SNN baseline).
+- :class:`MCAT` — genomic groups as queries co-attending into the WSI bag, then a transformer
+  and attention pooling per modality, concatenated (Chen et al. 2021).
+- :class:`TextMLP` — MLP on mean-pooled report and PBK statement embeddings.
+- :class:`TransMILLayer` — one full (quadratic) self-attention layer over patches with a
+  class token, TransMIL-style; used by the speed benchmark.
+
+Non-torch: :class:`CoxPHClinical` — lifelines' penalised Cox model on clinical covariates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from kemm.model.encoders import ClinicalEncoder, GenomicGroupEncoder, SNNBlock, WSIProjector
+from kemm.model.kecm import GatedAttentionPool, StreamingCrossAttention
+from kemm.model.kemm import _masked_mean, batch_size, check_width
+
+
+class _Head(nn.Module):
+    """Optional clinical late fusion + ``Linear(dim, n_bins)``."""
+
+    def __init__(self, dim: int, n_bins: int, clinical_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.clinical = ClinicalEncoder(clinical_dim, dim, dropout) if clinical_dim > 0 else None
+        self.out = nn.Linear(dim, n_bins)
+
+    def forward(self, h: torch.Tensor, batch: dict) -> torch.Tensor:
+        """``[B, dim]`` -> logits ``[B, n_bins]``."""
+        if self.clinical is not None and "clinical" in batch:
+            h = h + self.clinical(batch["clinical"])
+        return self.out(h)
+
+
+def _require(cond: bool, model: str, what: str) -> None:
+    if not cond:
+        raise ValueError(f"model {model!r} needs {what} in the ModelSpec")
+
+
+class ABMIL(nn.Module):
+    """Gated attention MIL over WSI patches; a patient without a slide pools to zeros."""
+
+    def __init__(self, wsi_dim: int | None, n_bins: int = 4, clinical_dim: int = 0, dim: int = 256, dropout: float = 0.25) -> None:
+        super().__init__()
+        _require(wsi_dim is not None, "abmil", "wsi_dim")
+        self.wsi_dim = wsi_dim
+        self.proj = WSIProjector(wsi_dim, dim, dropout)
+        self.pool = GatedAttentionPool(dim, dropout=dropout)
+        self.head = _Head(dim, n_bins, clinical_dim, dropout)
+
+    def forward(self, batch: dict) -> dict:
+        check_width(batch, "wsi", self.wsi_dim)
+        pooled, w = self.pool(self.proj(batch["wsi"]), batch["wsi_mask"].bool())
+        return {"logits": self.head(pooled, batch), "aux_loss": pooled.new_zeros(()), "attn": {"wsi": w}}
+
+
+class SNN(nn.Module):
+    """SNN per genomic group -> concatenation -> SNN fusion; a patient without genomics gets zeros."""
+
+    def __init__(self, omic_dims: list[int], n_bins: int = 4, clinical_dim: int = 0, dim: int = 256, dropout: float = 0.25) -> None:
+        super().__init__()
+        _require(bool(omic_dims), "snn", "omic_dims")
+        self.groups = GenomicGroupEncoder(omic_dims, dim, dropout)
+        self.fuse = SNNBlock(len(omic_dims) * dim, dim, dropout, n_layers=1)
+        self.head = _Head(dim, n_bins, clinical_dim, dropout)
+
+    def forward(self, batch: dict) -> dict:
+        tok = self.groups(batch["omics"])  # [B, G, dim]
+        present = batch["omics_mask"].bool().to(tok.dtype)[:, None]
+        h = self.fuse(tok.flatten(1)) * present
+        return {"logits": self.head(h, batch), "aux_loss": h.new_zeros(()), "attn": {}}
+
+
+class MCAT(nn.Module):
+    """MCAT-style genomic-guided co-attention.
+
+    Genomic group tokens ``[B, G, dim]`` query the WSI bag (streaming, linear in N); the
+    co-attended path tokens and the genomic tokens each go through a transformer layer
+    and gated attention pooling; the two embeddings are concatenated.
+
+    Fallbacks: a patient without genomics has no queries, so its path embedding comes from
+    gated attention over its patches (ABMIL) and its genomic embedding is 0; a patient
+    without a slide has a path embedding of 0. With ``wsi_dim=None`` the model is the
+    genomic branch alone (self-attention over group tokens); with ``omic_dims=[]`` it is
+    the ABMIL branch alone.
+    """
+
+    def __init__(
+        self,
+        wsi_dim: int | None,
+        omic_dims: list[int],
+        n_bins: int = 4,
+        clinical_dim: int = 0,
+        dim: int = 256,
+        dropout: float = 0.25,
+        n_heads: int = 4,
+        chunk_size: int | None = 4096,
+    ) -> None:
+        super().__init__()
+        if wsi_dim is None and not omic_dims:
+            raise ValueError("model 'mcat' needs wsi_dim or omic_dims in the ModelSpec")
+        self.wsi_dim = wsi_dim
+        self.wsi = WSIProjector(wsi_dim, dim, dropout) if wsi_dim is not None else None
+        self.omic = GenomicGroupEncoder(omic_dims, dim, dropout) if omic_dims else None
+        both = self.wsi is not None and self.omic is not None
+        self.coattn = StreamingCrossAttention(dim, n_heads, chunk_size) if both else None
+
+        def layer() -> nn.TransformerEncoderLayer:
+            return nn.TransformerEncoderLayer(dim, n_heads, 2 * dim, dropout, batch_first=True, norm_first=True)
+
+        self.path_tf = layer() if both else None
+        self.path_pool = GatedAttentionPool(dim, dropout=dropout) if both else None
+        self.mil_pool = GatedAttentionPool(dim, dropout=dropout) if self.wsi is not None else None
+        self.omic_tf = layer() if self.omic is not None else None
+        self.omic_pool = GatedAttentionPool(dim, dropout=dropout) if self.omic is not None else None
+        n_parts = int(self.wsi is not None) + int(self.omic is not None)
+        self.fuse = nn.Sequential(nn.Linear(n_parts * dim, dim), nn.ReLU(), nn.Dropout(dropout))
+        self.head = _Head(dim, n_bins, clinical_dim, dropout)
+
+    def forward(self, batch: dict) -> dict:
+        b = batch_size(batch)
+        parts, attn = [], {}
+        g_tok = has_g = None
+        if self.omic is not None:
+            g_tok = self.omic(batch["omics"])
+            has_g = batch["omics_mask"].bool()
+            g_mask = has_g[:, None].expand(b, g_tok.shape[1])
+            # Rows without genomics attend to themselves only to avoid an all-masked softmax;
+            # they are zeroed by the pooling mask right after.
+            g_mix = self.omic_tf(g_tok, src_key_padding_mask=~(g_mask | ~has_g[:, None]))
+            h_g, attn["omic_pool"] = self.omic_pool(g_mix, g_mask)
+        if self.wsi is not None:
+            check_width(batch, "wsi", self.wsi_dim)
+            wsi, wmask = batch["wsi"], batch["wsi_mask"].bool()
+            patches = self.wsi(wsi)
+            h_mil, attn["wsi_pool"] = self.mil_pool(patches, wmask)
+            if self.coattn is not None:
+                co, pres, _ = self.coattn(g_tok, patches, wmask)  # [B, G, dim]
+                q_mask = (has_g & pres)[:, None].expand(b, co.shape[1])
+                co = self.path_tf(co, src_key_padding_mask=~(q_mask | ~q_mask.any(1, keepdim=True)))
+                h_co, attn["path_pool"] = self.path_pool(co, q_mask)
+                # Genomics present -> co-attention path; absent -> plain MIL pooling.
+                h_path = torch.where(has_g[:, None], h_co, h_mil)
+            else:
+                h_path = h_mil
+            parts.append(h_path)
+        if self.omic is not None:
+            parts.append(h_g)
+        h = self.fuse(torch.cat(parts, dim=-1))
+        return {"logits": self.head(h, batch), "aux_loss": h.new_zeros(()), "attn": attn}
+
+
+class TextMLP(nn.Module):
+    """MLP on the mean report embedding and the mean PBK embedding plus presence flags."""
+
+    def __init__(self, text_dim: int | None, n_bins: int = 4, clinical_dim: int = 0, dim: int = 256, dropout: float = 0.25) -> None:
+        super().__init__()
+        _require(text_dim is not None, "text", "text_dim")
+        self.net = nn.Sequential(
+            nn.Linear(2 * text_dim + 2, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout)
+        )
+        self.head = _Head(dim, n_bins, clinical_dim, dropout)
+
+    def forward(self, batch: dict) -> dict:
+        rmask, pmask = batch["report_mask"].bool(), batch["pbk_mask"].bool()
+        rep, pbk = _masked_mean(batch["report"], rmask), _masked_mean(batch["pbk"], pmask)
+        flags = torch.stack([rmask.any(1), pmask.any(1)], dim=1).to(rep.dtype)
+        h = self.net(torch.cat([rep, pbk, flags], dim=-1))
+        return {"logits": self.head(h, batch), "aux_loss": h.new_zeros(()), "attn": {}}
+
+
+class TransMILLayer(nn.Module):
+    """TransMIL-style: class token + one full self-attention layer over patches (O(N^2))."""
+
+    def __init__(self, wsi_dim: int | None, n_bins: int = 4, clinical_dim: int = 0, dim: int = 256, dropout: float = 0.25, n_heads: int = 4) -> None:
+        super().__init__()
+        _require(wsi_dim is not None, "transmil", "wsi_dim")
+        self.wsi_dim = wsi_dim
+        self.proj = WSIProjector(wsi_dim, dim, dropout)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.layer = nn.TransformerEncoderLayer(dim, n_heads, 2 * dim, dropout, batch_first=True, norm_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.head = _Head(dim, n_bins, clinical_dim, dropout)
+
+    def forward(self, batch: dict) -> dict:
+        check_width(batch, "wsi", self.wsi_dim)
+        x, mask = self.proj(batch["wsi"]), batch["wsi_mask"].bool()
+        b = x.shape[0]
+        x = torch.cat([self.cls.expand(b, -1, -1), x], dim=1)
+        # The class token is always valid, so no row is fully masked.
+        mask = torch.cat([mask.new_ones(b, 1), mask], dim=1)
+        h = self.norm(self.layer(x, src_key_padding_mask=~mask)[:, 0])
+        # Without a slide the class token only sees itself: zero it so absence contributes nothing.
+        h = h * mask[:, 1:].any(1, keepdim=True).to(h.dtype)
+        return {"logits": self.head(h, batch), "aux_loss": h.new_zeros(()), "attn": {}}
+
+
+class CoxPHClinical:
+    """Penalised Cox proportional hazards on clinical covariates (lifelines ``CoxPHFitter``).
+
+    Preprocessing is fitted on the training data only:
+    - numeric columns: NaN -> training median, plus a ``<col>__missing`` indicator when the
+      training column had NaN;
+    - categorical (object / category / bool / string) columns: one-hot of the training
+      categories (NaN is its own ``__nan`` category); unseen categories -> all zeros;
+    - columns constant after encoding are dropped.
+
+    Args:
+        penalizer: L2 penalty (lifelines ``penalizer``), > 0 keeps small cohorts stable.
+        l1_ratio: elastic-net mix passed to lifelines.
+
+    Fitted attributes: ``columns_`` (encoded columns used), ``model_`` (``CoxPHFitter``).
+    """
+
+    def __init__(self, penalizer: float = 0.1, l1_ratio: float = 0.0) -> None:
+        self.penalizer = penalizer
+        self.l1_ratio = l1_ratio
+
+    # -- preprocessing ---------------------------------------------------------------
+    @staticmethod
+    def _is_categorical(s: pd.Series) -> bool:
+        return not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
+
+    def _fit_encoding(self, X: pd.DataFrame) -> None:
+        self.numeric_: dict[str, tuple[float, bool]] = {}
+        self.categories_: dict[str, list[str]] = {}
+        for col in X.columns:
+            s = X[col]
+            if self._is_categorical(s):
+                self.categories_[col] = sorted(set(s.astype(object).where(s.notna(), "__nan").astype(str)))
+            else:
+                med = float(s.median()) if s.notna().any() else 0.0
+                self.numeric_[col] = (med, bool(s.isna().any()))
+
+    def _encode(self, X: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in (*self.numeric_, *self.categories_) if c not in X.columns]
+        if missing:
+            raise ValueError(f"CoxPHClinical: columns {missing} seen in fit() are missing from X")
+        out: dict[str, np.ndarray] = {}
+        for col, (med, add_ind) in self.numeric_.items():
+            s = pd.to_numeric(X[col], errors="coerce").astype(float)
+            out[col] = s.fillna(med).to_numpy()
+            if add_ind:
+                out[f"{col}__missing"] = s.isna().to_numpy(dtype=float)
+        for col, cats in self.categories_.items():
+            s = X[col].astype(object).where(X[col].notna(), "__nan").astype(str).to_numpy()
+            for c in cats:
+                out[f"{col}={c}"] = (s == c).astype(float)
+        return pd.DataFrame(out, index=X.index)
+
+    # -- estimator API ---------------------------------------------------------------
+    def fit(self, X: pd.DataFrame, time, event) -> CoxPHClinical:
+        """Fit on covariates ``X`` ``[n, C]``, follow-up ``time`` ``[n]`` and ``event`` ``[n]`` (1 = event)."""
+        from lifelines import CoxPHFitter
+
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"CoxPHClinical.fit expects a pandas DataFrame, got {type(X).__name__}")
+        time, event = np.asarray(time, dtype=float), np.asarray(event).astype(bool)
+        if not len(X) == len(time) == len(event):
+            raise ValueError(f"length mismatch: X has {len(X)} rows, time {len(time)}, event {len(event)}")
+        if not np.isfinite(time).all() or (time < 0).any():
+            raise ValueError("time must be finite and >= 0")
+        if not event.any():
+            raise ValueError("CoxPHClinical.fit: all samples are censored; a Cox model needs at least one event")
+        self._fit_encoding(X)
+        enc = self._encode(X)
+        enc = enc.loc[:, enc.nunique(dropna=False) > 1]
+        if enc.shape[1] == 0:
+            raise ValueError(
+                f"CoxPHClinical: no usable clinical column (input columns {list(X.columns)} are empty or constant "
+                "after encoding); pass at least one varying covariate"
+            )
+        self.columns_ = list(enc.columns)
+        df = enc.assign(__time=time, __event=event.astype(int))
+        self.model_ = CoxPHFitter(penalizer=self.penalizer, l1_ratio=self.l1_ratio)
+        self.model_.fit(df, duration_col="__time", event_col="__event")
+        return self
+
+    def _design(self, X: pd.DataFrame) -> pd.DataFrame:
+        if not hasattr(self, "model_"):
+            raise RuntimeError("CoxPHClinical is not fitted; call fit() first")
+        return self._encode(X)[self.columns_]
+
+    def predict_risk(self, X: pd.DataFrame) -> np.ndarray:
+        """Log partial hazard ``[n]``; higher = worse (the sign scikit-survival expects)."""
+        design = self._design(X)
+        return np.asarray(self.model_.predict_log_partial_hazard(design), dtype=float).reshape(-1)
+
+    def predict_survival(self, X: pd.DataFrame, times) -> np.ndarray:
+        """Survival probabilities ``[n, len(times)]`` at ``times``."""
+        times = np.asarray(times, dtype=float).reshape(-1)
+        design = self._design(X)
+        sf = self.model_.predict_survival_function(design, times=times)
+        return np.asarray(sf, dtype=float).T
