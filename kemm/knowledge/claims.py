@@ -42,8 +42,11 @@ WORD_NUMBERS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seven
 
 _NUM = r"\d+(?:\s?\.\s?\d+)?"
 # Output side (case-sensitive: 'No' is not N0, 'This' is not Tis).
-_TNM_COMP_OUT = r"(?:y|r|yp|yc|rp)?[pc]?\s?(?P<l>T|N|M)\s?(?P<v>is|a|X|x|[0-4](?:[a-d]|[A-D](?![a-z]))?)(?:\((?:[a-z+\-]+|sn|i[+\-])\))?"
-_TNM_RUN_OUT = re.compile(rf"(?<![A-Za-z0-9])(?:{_TNM_COMP_OUT}(?![A-Za-z0-9])?[\s,]*){{1,3}}")
+_TNM_COMP_OUT = (
+    r"(?:y|r|yp|yc|rp)?[pc]?\s?(?P<l>T|N|M)\s?(?P<v>is|(?<=T)a|(?<=T\s)a|X|x|[0-4](?:[a-d]|[A-D](?![a-z]))?)"
+    r"(?:\((?:[a-z+\-]+|sn|i[+\-])\))?(?![a-z0-9])"  # 'Malignant' is not 'Ma', 'Tax' is not 'Ta'
+)
+_TNM_RUN_OUT = re.compile(rf"(?<![A-Za-z0-9])(?:{_TNM_COMP_OUT}[\s,]*){{1,3}}")
 _TNM_COMP_OUT_RE = re.compile(_TNM_COMP_OUT)
 _STAGE_OUT = re.compile(r"(?i:stage)\s*(?i:group(?:ing)?\s*)?:?\s*(?P<n>IV|III|II|I|0|[1-4])(?P<s>[A-C][1-3]?)?(?![A-Za-z0-9])")
 _GRADE_OUT = re.compile(
@@ -57,13 +60,14 @@ _PLAIN_NUM_OUT = re.compile(r"(?<![\d.])\d+(?:\.\d+)?")
 # Source side (lower-cased, lenient: finding a fact there only ever supports a claim).
 _SRC_TNM_COMP = (
     r"(?:y|r|yp|yc|rp)?(?P<p>[pc])?\s?(?P<l>t|n|m)\s?(?P<v>is|a|x|[0-4o](?:[a-d])?)(?:\s?\([a-z+\-]+\))?"
-    r"(?=$|[^a-z0-9]|[pc]?[nm]\s?[0-4xo])"  # 'pt2an0' stays one run; 'margins' is not 'Ma'
+    r"(?=$|[^a-z0-9]|[pc]?[nm]\s?[0-4xo]|g\s?[1-4])"  # 'pt2an0' stays one run; 'margins' is not 'Ma'
 )
-_SRC_TNM_RUN = re.compile(rf"(?<![a-z0-9])(?:{_SRC_TNM_COMP}[\s,]*){{1,3}}")
+# OCR'd reports glue grade into the TNM string: ".T3G3 NO" is T3, G3, N0.
+_SRC_TNM_RUN = re.compile(rf"(?<![a-z0-9])(?:{_SRC_TNM_COMP}[\s,]*(?:g\s?[1-4](?![0-9])[\s,]*)?){{1,4}}")
 _SRC_TNM_COMP_RE = re.compile(_SRC_TNM_COMP)
 _SRC_STAGE = re.compile(r"stage\s*(?:group(?:ing)?\s*)?[:\-]?\s*(?P<n>iv|iii|ii|i|[0-4])\s?(?P<s>[abc][1-3]?)?(?![a-z0-9])")
 _SRC_GRADE = re.compile(
-    r"(?:grade|gr\.)\s*[:\-]?\s*(?P<n>iv|iii|ii|i|[1-4])(?![a-z0-9])|(?<![a-z0-9])g\s?(?P<g>[1-4])(?![a-z0-9])"
+    r"(?:grade|gr\.)\s*[:\-]?\s*(?P<n>iv|iii|ii|i|[1-4])(?![a-z0-9])|(?<![a-z])g\s?(?P<g>[1-4])(?![a-z0-9])"
 )
 _SRC_DIFF = re.compile(r"\b(well|moderately|poorly|un)[\s-]*differentiated")
 _SRC_SIZE = re.compile(r"(?P<nums>\d+(?:\.\d+)?(?:\s*(?:x|by|\*)\s*\d+(?:\.\d+)?)*)\s*(?P<u>cm|mm|centimeters?|centimetres?|millimeters?|millimetres?)\b")

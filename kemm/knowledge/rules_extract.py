@@ -80,6 +80,31 @@ def _sentence_start(text: str, pos: int, limit: int) -> int:
     return lo + cut + 2 if cut >= 0 else lo
 
 
+def _windows(low: str, keys: re.Pattern, before: int, after: int) -> list[tuple[int, int]]:
+    """Merged spans around every match of ``keys``: the expensive patterns run only there."""
+    spans: list[tuple[int, int]] = []
+    for m in keys.finditer(low):
+        lo, hi = max(0, m.start() - before), min(len(low), m.end() + after)
+        if spans and lo <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(hi, spans[-1][1]))
+        else:
+            spans.append((lo, hi))
+    return spans
+
+
+def _finditer_in(rx: re.Pattern, low: str, spans: list[tuple[int, int]]):
+    for lo, hi in spans:
+        yield from rx.finditer(low, lo, hi)
+
+
+def _search_in(rx: re.Pattern, low: str, spans: list[tuple[int, int]]) -> re.Match | None:
+    for lo, hi in spans:
+        m = rx.search(low, lo, hi)
+        if m:
+            return m
+    return None
+
+
 # --------------------------------------------------------------------------- result
 
 
@@ -98,7 +123,7 @@ class Extraction:
     tumor_size: str = NR
     nodes_positive: int | str = NR
     nodes_examined: int | str = NR
-    nodes_summed: bool = False
+    nodes_summed: bool = False  # counts add up several stations (the totals are not written as such)
     margin_status: str = NR
     lymphovascular_invasion: str = NR
     perineural_invasion: str = NR
@@ -170,6 +195,8 @@ def _extract_tnm(flat: str, ex: Extraction) -> None:
             continue  # a bare "T2" is a block label or MRI sequence, not a stage
         if prefix == "c":
             continue  # clinical stage is not the pathologic stage
+        if not prefix and not (m.group("num") or "X").isdigit() and m.group("spec") not in ("X", "is"):
+            continue  # "TO NO", "Tl N..." without a prefix are more often words than stages
         ctx = flat[max(0, m.start() - 40) : m.start()].lower()
         prio = 0 if _STAGE_CTX.search(ctx) else (1 if prefix else 2)
         if _HISTORY_BEFORE.search(ctx):
@@ -179,7 +206,13 @@ def _extract_tnm(flat: str, ex: Extraction) -> None:
     # tumor ...") say nothing about this tumour: drop the option lines
     if len({_norm_t(c[2]) for c in cands if c[3]}) >= 3:
         cands = [c for c in cands if not c[3]]
-    best = min(cands, key=lambda c: (c[0], c[1])) if cands else None
+    best = None
+    if cands:
+        top = min(c[0] for c in cands)
+        pool = [c for c in cands if c[0] == top]
+        # "pTis, T2b N0 MX": the invasive component sets the T category
+        invasive = [c for c in pool if _norm_t(c[2])[1:2].isdigit()]
+        best = min(invasive or pool, key=lambda c: c[1])
     if best is not None:
         m = best[2]
         ex.pT = _norm_t(m)
@@ -240,7 +273,7 @@ _GRADE_SYS_BEFORE = re.compile(
 )
 # after the word "grade" (case-sensitive: roman numerals are upper case)
 _GRADE_VALUE_AFTER = re.compile(
-    r"\s*(?:\([^)]{0,25}\))?[\s:;,\-]*(?:\(?\s*[Gg]rade\s*)?(?:[Gg]\s?)?"
+    r"\s*(?:\([^)]{0,25}\))?[\s:;,=\-]*(?:\(?\s*[Gg]rade\s*)?(?:[Gg]\s?)?"
     r"(?P<v>[1-4]|IV|III|II|I|Ill|Il)(?![A-Za-z0-9+]|\.\d|\s*\+|\s*-\s*[1-4IV])"
 )
 _DIFF = re.compile(
@@ -254,7 +287,8 @@ _HL_EXCLUDE = re.compile(
 _TENTATIVE = re.compile(r"(?:probabl|possibl|favou?r|suspicious|suggest|rule\s+out|previous|prior|history)[^.;]{0,25}$")
 _GRADE_EXCLUDE_BEFORE = re.compile(
     r"(?:gleason|pattern|nuclear|architectur|budding|fibrosis|hepatitis|inflammat|activity|dysplasia|"
-    r"\bpin\b|intraepithelial|group|intensity|staining|previous|prior|history)[^.;]{0,25}$"
+    r"\bpin\b|intraepithelial|group|intensity|staining|previous|prior|history|tertiary|primary|secondary|"
+    r"component|minor)[^.;]{0,25}$"
 )
 _GRADE_EXCLUDE_AFTER = re.compile(r"\s*(?:\(?of\s+4\)?\s*)?(?:activity|inflammation|fibrosis|dysplasia|\+)")
 _DIFF_MAP = {"well": "G1", "moderately": "G2", "poorly": "G3", "un": "G4"}
@@ -303,7 +337,7 @@ def _extract_grade(flat: str, low: str, ex: Extraction) -> None:
             continue
         w = m.group("w")
         key = "poorly" if w.startswith("moderately") and "poorly" in w else w.split()[0]
-        cands.append((2, m.start(), _DIFF_MAP[key], _WS.sub(" ", m.group(0).replace(" - ", "-")), m.group(0)))
+        cands.append((2, m.start(), _DIFF_MAP[key], m.group(0).replace(" - ", "-"), flat[m.start() : m.end()]))
     for m in _HL_GRADE.finditer(low):
         if _HL_EXCLUDE.match(low, m.end()):
             continue
@@ -334,6 +368,8 @@ def _extract_gleason(flat: str, low: str, ex: Extraction) -> None:
         a, b, s = m.group("a"), m.group("b"), m.group("s")
     else:
         a, b, s = m.group("a2"), m.group("b2"), m.group("s2")
+    if s and int(s) != int(a) + int(b):
+        s = None  # OCR noise ("3+4=71"): keep only the patterns, which are legible
     ex.gleason = f"Gleason score {s} ({a}+{b})" if s else f"Gleason pattern {a}+{b}"
     ex.add("gleason", flat[m.start() : m.end()])
 
@@ -529,6 +565,7 @@ _OF = re.compile(
     rf"\b(?P<p>{_WORD_NUM})\s+(?:out\s+)?of\s+(?P<e>{_WORD_NUM})\s+(?:[a-z]+\s+){{0,3}}?{_NODE_WORD}"
 )
 _NODE_CTX = re.compile(r"node|\bln\b")
+_NODE_KEYS = re.compile(r"node|number|examined|involved")
 
 
 def _extract_nodes(flat: str, low: str, ex: Extraction) -> None:
@@ -537,16 +574,17 @@ def _extract_nodes(flat: str, low: str, ex: Extraction) -> None:
         p, e = int(m.group("p")), int(m.group("e"))
         if p <= e:
             ex.nodes_positive, ex.nodes_examined = p, e
-            ex.add("nodes", flat[m.start() : m.end()])
+            ex.add("nodes_total", flat[m.start() : m.end()])
             return
-    me = _EXAMINED.search(low)
-    mp = _POSITIVE.search(low)
+    spans = _windows(low, _NODE_KEYS, 60, 60)
+    me = _search_in(_EXAMINED, low, spans)
+    mp = _search_in(_POSITIVE, low, spans)
     if me:
         ex.nodes_examined = int(me.group("n"))
-        ex.add("nodes", flat[me.start() : me.end()])
+        ex.add("nodes_total", flat[me.start() : me.end()])
     if mp and (not me or int(mp.group("n")) <= int(me.group("n"))):
         ex.nodes_positive = int(mp.group("n"))
-        ex.add("nodes", flat[mp.start() : mp.end()])
+        ex.add("nodes_total", flat[mp.start() : mp.end()])
     if me and mp:
         return
     # per-station counts
@@ -573,13 +611,15 @@ def _extract_nodes(flat: str, low: str, ex: Extraction) -> None:
     te = sum(s[2] for s in stations)
     if me is None and mp is None:
         ex.nodes_positive, ex.nodes_examined = tp, te
-        ex.nodes_summed = len(stations) > 1
-        for s in sorted(stations):
-            ex.add("nodes", s[3])
     elif me is not None and mp is None and te == ex.nodes_examined:
-        ex.nodes_positive = tp
+        ex.nodes_positive = tp  # the stations add up to the stated total: their positives are complete
     elif mp is not None and me is None and tp == ex.nodes_positive:
         ex.nodes_examined = te
+    else:
+        return
+    ex.nodes_summed = len(stations) > 1
+    for st in sorted(stations):
+        ex.add("nodes", st[3])
 
 
 # --------------------------------------------------------------------------- margins
@@ -599,6 +639,7 @@ _MARGIN_FREE = [
     (re.compile(r"(?<!not )\b(?:positive|involved)\s+(?:\w+\s+){0,2}?margins?\b"), "positive"),
     (re.compile(r"\bclose\s+(?:\w+\s+){0,2}?margins?\b|margins?\s+(?:are|is)\s+close\b"), "close"),
 ]
+_MARGIN_KEY = re.compile(r"margin")
 _RESIDUAL = re.compile(r"(?<![A-Za-z0-9])R(?P<r>[012X])(?![A-Za-z0-9])")
 
 
@@ -619,12 +660,13 @@ def _margin_from_value(v: str) -> str | None:
 
 def _extract_margins(flat: str, low: str, ex: Extraction) -> None:
     found: list[tuple[str, str]] = []
-    for m in _MARGIN_LABEL.finditer(low):
+    spans = _windows(low, _MARGIN_KEY, 90, 130)
+    for m in _finditer_in(_MARGIN_LABEL, low, spans):
         st = _margin_from_value(m.group("v"))
         if st:
             found.append((st, flat[m.start() : min(m.end(), m.start() + 100)]))
     for rx, st in _MARGIN_FREE:
-        for m in rx.finditer(low):
+        for m in _finditer_in(rx, low, spans):
             found.append((st, flat[m.start() : m.end()]))
     if not found and ex.evidence.get("pT"):
         # residual tumour code next to the TNM string: "pT3 pN0 (0/37) L0 V0 R0"
@@ -662,6 +704,7 @@ _ABSENT_AFTER = re.compile(
 _PRESENT_AFTER = re.compile(
     r"^\s*(?:is\s+|are\s+)?[:\-]?\s*(?:(?:is\s+)?present|identified|positive|seen|yes\b|focal|extensive|prominent|noted)"
 )
+_LABEL_AFTER = re.compile(r"\s*[:\-]")
 _NEG_BEFORE = re.compile(r"(?:\bno\b|\bnot\b|without|negative\s+for|absence\s+of|free\s+of)[^.;:]{0,50}$")
 _POS_BEFORE = re.compile(r"(?:\bwith\b|shows?|showing|presence\s+of|positive\s+for|extensive|focal|prominent)[^.;:]{0,25}$")
 _UNCERTAIN = re.compile(r"(?:suspicious|indeterminate|cannot\s+be\s+(?:determined|assessed)|equivocal|evaluate)")
@@ -675,12 +718,13 @@ def _presence(flat: str, low: str, rx: re.Pattern, name: str, ex: Extraction) ->
         before = low[b0 : m.start()]
         if _UNCERTAIN.search(before[-25:]) or _UNCERTAIN.match(after.strip()[:20]):
             continue
-        if _ABSENT_AFTER.match(after):
+        labelled = _LABEL_AFTER.match(after) is not None  # "LVI: present" states its own value
+        if not labelled and _NEG_BEFORE.search(before):  # "no lymphovascular invasion is identified"
+            verdicts.append(("absent", flat[max(b0, m.start() - 30) : m.end()]))
+        elif _ABSENT_AFTER.match(after):
             verdicts.append(("absent", flat[m.start() : m.end() + 20]))
         elif _PRESENT_AFTER.match(after):
             verdicts.append(("present", flat[m.start() : m.end() + 20]))
-        elif _NEG_BEFORE.search(before):
-            verdicts.append(("absent", flat[max(b0, m.start() - 30) : m.end()]))
         elif _POS_BEFORE.search(before):
             verdicts.append(("present", flat[max(b0, m.start() - 20) : m.end()]))
     for st in ("present", "absent"):
@@ -751,11 +795,11 @@ def _summary(ex: Extraction) -> str:
         bits.append(ex.gleason)
     tnm = _stage_string(ex)
     if tnm:
-        bits.append(tnm)
+        bits.append(("pathologic stage " if not bits else "") + tnm)
     if ex.stage_group != NR:
         bits.append(f"stage {ex.stage_group}")
     if ex.tumor_size != NR:
-        bits.append(ex.tumor_size)
+        bits.append(f"tumour size {ex.tumor_size}")
     if isinstance(ex.nodes_positive, int) and isinstance(ex.nodes_examined, int):
         bits.append(f"{ex.nodes_positive}/{ex.nodes_examined} lymph nodes positive")
     if ex.margin_status != NR:

@@ -1,4 +1,4 @@
-"""Decoder-friendly JSON schemas and xgrammar grammars for constrained decoding.
+r"""Decoder-friendly JSON schemas and xgrammar grammars for constrained decoding.
 
 A constrained decoder only has to keep the model inside a *subset* of what the
 Pydantic schema accepts: Pydantic validates every output again afterwards
@@ -11,7 +11,10 @@ than the Pydantic one, and may drop a constraint the decoder cannot compile.
   emits digits until ``max_tokens`` (the grammar never forces an end);
 - a ``pattern`` with a bounded repetition above ``MAX_PATTERN_REPEAT`` is
   dropped (xgrammar 0.2.8 fails to compile ``{1,300}`` in a regex; ``minLength``
-  / ``maxLength`` still bound the string, and Pydantic checks the pattern).
+  / ``maxLength`` still bound the string, and Pydantic checks the pattern);
+- small bounded repetitions of one atom are spelled out, ``[0-9]{1,3}`` →
+  ``[0-9][0-9]?[0-9]?``: xgrammar 0.2.8 lets ``^([0-9]{1,3}(\.[0-9]{1,2})? cm)$``
+  accept ``"5888 cm"`` (the bound is lost before an optional group).
 
 ``compile_xgrammar`` additionally forbids raw control characters inside
 strings: xgrammar's length-bounded string rule is ``[^"\\\\\\r\\n]{min,max}``,
@@ -32,6 +35,9 @@ MAX_PATTERN_REPEAT = 128
 INT_BOUND = 999_999_999
 
 _REPEAT = re.compile(r"(?<!\\)\{(\d+)(?:,(\d*))?\}")
+# One regex atom (a character class, an escape, or a plain character) then {m} or {m,n}.
+_ATOM_REPEAT = re.compile(r"(\[(?:\\.|[^\]\\])+\]|\\.|[^\\()\[\]{}|?*+^$])\{(\d+)(?:(,)(\d+))?\}")
+MAX_EXPAND = 16
 # xgrammar's character rule for minLength/maxLength strings, and its tightened form.
 _LOOSE_CHARS = '[^\\"\\\\\\r\\n]'
 _STRICT_CHARS = '[^\\0-\\x1f\\"\\\\]'
@@ -58,6 +64,19 @@ def pattern_too_long(pattern: str, limit: int = MAX_PATTERN_REPEAT) -> bool:
     return False
 
 
+def expand_small_repeats(pattern: str, limit: int = MAX_EXPAND) -> str:
+    """Spell out ``atom{m,n}`` (n <= ``limit``) as m copies of the atom and n-m optional ones."""
+
+    def sub(m: re.Match[str]) -> str:
+        atom, lo = m.group(1), int(m.group(2))
+        hi = int(m.group(4)) if m.group(3) else lo
+        if hi > limit or hi < lo:
+            return m.group(0)
+        return atom * lo + (atom + "?") * (hi - lo)
+
+    return _ATOM_REPEAT.sub(sub, pattern)
+
+
 def _walk(node: Any) -> None:
     if isinstance(node, list):
         for it in node:
@@ -70,8 +89,11 @@ def _walk(node: Any) -> None:
     if "integer" in types:
         node.setdefault("minimum", -INT_BOUND)
         node.setdefault("maximum", INT_BOUND)
-    if "string" in types and isinstance(node.get("pattern"), str) and pattern_too_long(node["pattern"]):
-        del node["pattern"]
+    if "string" in types and isinstance(node.get("pattern"), str):
+        if pattern_too_long(node["pattern"]):
+            del node["pattern"]
+        else:
+            node["pattern"] = expand_small_repeats(node["pattern"])
     for k, v in node.items():
         if k in ("enum", "const", "default", "examples"):
             continue

@@ -67,8 +67,12 @@ def checkpoint_revision(path: Path) -> str:
     return "local-" + h.hexdigest()[:16]
 
 
-def check_options(backend: str, options: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    extra = sorted(k for k, v in options.items() if v is not None and k not in allowed)
+def check_options(
+    backend: str, options: dict[str, Any], allowed: tuple[str, ...], api_only: tuple[str, ...] = ()
+) -> None:
+    """Refuse CLI options a backend does not use (a silent no-op hides a mistake).
+    ``api_only`` options are accepted but not CLI flags (from Python, e.g. tests)."""
+    extra = sorted(k for k, v in options.items() if v is not None and k not in allowed + api_only)
     if extra:
         flags = ", ".join("--" + k.replace("_", "-") for k in extra)
         raise BackendError(
@@ -180,8 +184,8 @@ class TransformersBackend:
             "device": str(self.device),
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "constrained_decoding": "xgrammar (transformers logits processor, any_whitespace=False)",
-            "sampling_rule": "kemm sampling defines generation; unset knobs neutral (top_k=0, repetition_penalty=1); "
-            "temperature 0 = greedy",
+            "sampling_rule": "kemm sampling defines generation; unset knobs neutral (top_k=0, repetition_penalty=1, "
+            "not the checkpoint defaults); temperature 0 = greedy",
             "eos_token_ids": self.eos_ids,
             "checkpoint_generation_config": _jsonable(self.model.generation_config.to_diff_dict()),
             "libraries": {d: lib_version(d) for d in ("transformers", "torch", "xgrammar", "tokenizers")},
@@ -248,9 +252,7 @@ def generation_kwargs(sampling: dict[str, Any], eos_ids: list[int], pad_id: int 
         )
         if sampling.get("min_p") is not None:
             kw["min_p"] = float(sampling["min_p"])
-    else:
-        # Greedy: set the warpers to neutral so checkpoint defaults cannot sneak in.
-        kw.update(temperature=1.0, top_p=1.0, top_k=0)
+    # Greedy needs no warpers (temperature/top-p/top-k apply to sampling only).
     return kw
 
 
