@@ -96,14 +96,15 @@ def load_cohort_specs(exp_dir: Path, cohorts: list[str] | None = None) -> tuple[
 def build_knowledge(specs: list[dict], data_root: Path, cache_dir: Path, encoder: str | None = None) -> dict[str, dict]:
     """Build (or reuse) the rules, imported-LLM and PBK sources; embed them. Returns per-cohort source names."""
     from kemm.knowledge import api
-    from kemm.knowledge.embed import embed_source
-    from kemm.knowledge.importers import import_source
+    from kemm.knowledge.embed import embed_source, load_encoder
+    from kemm.knowledge.importers import import_file
 
+    enc = load_encoder(encoder)  # loaded once, shared by every source
     out: dict[str, dict] = {}
     types = sorted({s["bench"]["cancer_type"] for s in specs})
     s = api.build_pbk(types, PBK_SOURCE, backend="rules", cache_dir=cache_dir)
     log.info("pbk: %s", s.as_dict())
-    embed_source(cache_dir, PBK_SOURCE, encoder=encoder, progress=False)
+    embed_source(cache_dir, PBK_SOURCE, encoder=enc, progress=False)
     for spec in specs:
         b = spec["bench"]
         files = [data_root / f for f in b.get("reports", [])]
@@ -115,11 +116,13 @@ def build_knowledge(specs: list[dict], data_root: Path, cache_dir: Path, encoder
             rules = f"tcga-{b['cohort']}-rules"
             s = api.build_reports(files, rules, backend="rules", cache_dir=cache_dir, cancer_type=b["cancer_type"])
             log.info("%s: %s", rules, s.as_dict())
-            embed_source(cache_dir, rules, encoder=encoder, progress=False)
+            embed_source(cache_dir, rules, encoder=enc, progress=False)
             names["rules"] = rules
             llm = f"tcga-{b['cohort']}-llm"
-            import_source(files, "tcga-path-report", llm, cache_dir=cache_dir, model_name="unknown (as published)")
-            embed_source(cache_dir, llm, encoder=encoder, progress=False)
+            for f in files:
+                imp = import_file(f, "tcga-path-report", llm, cache_dir, model_name="unknown (as published)")
+                log.info("%s: %s ok, %s failed (parse rate %.3f)", llm, imp.ok, imp.failed, imp.parse_rate)
+            embed_source(cache_dir, llm, encoder=enc, progress=False)
             names["llm"] = llm
         out[b["cohort"]] = names
     return out

@@ -22,7 +22,7 @@ register(app)
 def demo(
     work_dir: Path = typer.Option(Path("runs/demo"), "--work-dir", help="Where the cohort, knowledge cache and run go."),
     patients: int = typer.Option(300, "--patients", help="Synthetic patients."),
-    epochs: int = typer.Option(12, "--epochs", help="Training epochs per fold."),
+    epochs: int = typer.Option(10, "--epochs", help="Training epochs per fold."),
     seed: int = typer.Option(0, "--seed"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:

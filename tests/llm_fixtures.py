@@ -85,6 +85,18 @@ def tiny_llm(tmp_path_factory) -> Path:
     return build_tiny_llm(tmp_path_factory.mktemp("tiny-llm") / "tiny-llama")
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run torch on one thread for the test: a tiny model on a busy, shared CPU is
+    10x slower with two intra-op threads waiting on each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def write_short_reports(path: Path) -> Path:
     import csv
 

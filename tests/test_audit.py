@@ -110,6 +110,9 @@ def test_planted_claims_are_flagged_with_spans():
         ("pT2a", "T2", True),  # less specific claim: supported
         ("pT2", "T2a", False),  # more specific claim: not
         ("pT2a pNO", "N0", True),
+        ("AJCC stage: pTla NO", "T1a N0", True),  # OCR: l for 1, O for 0
+        ("pTlb/pNx", "T1b", True),
+        ("5 ml of fluid", "M1", False),
         ("there were no nodes", "N0", False),
         ("pT2aN0M0", "M0", True),
         ("pT2a N0 Mx", "M0", False),

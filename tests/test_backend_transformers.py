@@ -19,7 +19,7 @@ from kemm.knowledge.backends.grammar import (
 from kemm.knowledge.backends.transformers_backend import generation_kwargs
 from kemm.knowledge.cache import SourceCache
 from kemm.knowledge.schemas import PrognosticKnowledge, RefinedReport
-from llm_fixtures import tiny_llm, write_short_reports  # noqa: F401  (fixture)
+from llm_fixtures import one_torch_thread, tiny_llm, write_short_reports  # noqa: F401  (fixtures)
 
 pytest.importorskip("xgrammar")
 pytest.importorskip("transformers")
@@ -39,7 +39,7 @@ def _cli(args):
 
 
 @pytest.mark.slow
-def test_build_both_tasks_with_tiny_llama(tiny_llm, tmp_path, monkeypatch):  # noqa: F811
+def test_build_both_tasks_with_tiny_llama(tiny_llm, tmp_path, monkeypatch, one_torch_thread):  # noqa: F811
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cache = tmp_path / "cache"
     reports = write_short_reports(tmp_path / "reports.csv")
@@ -70,7 +70,7 @@ def test_build_both_tasks_with_tiny_llama(tiny_llm, tmp_path, monkeypatch):  # n
     assert [c.strip() for c in summary_row.split("│") if c.strip()][:6] == ["2", "2", "0", "0", "2", "0"]
 
 
-def test_truncation_reports_length(tiny_llm):  # noqa: F811
+def test_truncation_reports_length(tiny_llm, one_torch_thread):  # noqa: F811
     from kemm.knowledge.backends.base import GenerationRequest
 
     be = create_backend("transformers", model=str(tiny_llm), device="cpu")

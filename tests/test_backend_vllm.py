@@ -149,7 +149,8 @@ def test_real_engine_both_tasks_on_tiny_llama(tiny_llm, tmp_path, monkeypatch): 
     for k, v in (("VLLM_CPU_KVCACHE_SPACE", "1"), ("VLLM_TARGET_DEVICE", "cpu"), ("HF_HUB_OFFLINE", "1")):
         monkeypatch.setenv(k, os.environ.get(k, v))
     t0 = time.perf_counter()
-    be = create_backend("vllm", model=str(tiny_llm), max_model_len=4096)
+    # enforce_eager: no torch.compile warm-up (~60 s of a ~100 s start on a small CPU)
+    be = create_backend("vllm", model=str(tiny_llm), max_model_len=4096, enforce_eager=True)
     start_s = time.perf_counter() - t0
     try:
         jobs = (

@@ -146,12 +146,13 @@ def test_import_tcga_csv_failures_recorded(tmp_path):
     with open(p, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["pdf_file_name_path", "ocr_text", "llm_output"])
-        w.writerow(["TCGA-AA-0001.X.PDF", "Urothelial carcinoma, high grade, pT2 N0 Mx.", NUMBERED])
+        w.writerow(["TCGA-AA-0001.X.PDF", "Urothelial carcinoma, high grade, invading the muscularis propria; pT2 N0 Mx.", NUMBERED])
         w.writerow(["TCGA-AA-0001.Y.PDF", "second report", NUMBERED])  # same patient: first parseable kept
         w.writerow(["TCGA-AA-0002.X.PDF", "some report", "I am sorry, I cannot help with that."])
         w.writerow(["not-a-barcode", "x", NUMBERED])
+        w.writerow(["TCGA-AA-0003.X.PDF", "  ", NUMBERED])  # an LLM output for an empty OCR text
     s = import_file(p, "tcga-path-report", "imp", tmp_path / "kc", model_name="llama-2-70b (as published)")
-    assert (s.rows, s.cases, s.ok, s.failed, s.patients_with_several_rows) == (4, 3, 1, 2, 1)
+    assert (s.rows, s.cases, s.ok, s.failed, s.patients_with_several_rows) == (5, 4, 2, 2, 1)
     sc = SourceCache(tmp_path / "kc", "imp")
     recs = sc.by_case()
     assert recs["TCGA-AA-0002"]["status"] == "failed" and "cannot help" in recs["TCGA-AA-0002"]["raw_output"]
@@ -161,10 +162,13 @@ def test_import_tcga_csv_failures_recorded(tmp_path):
     assert man["identity"]["model_id"] == "llama-2-70b (as published)" and len(man["provenance"]["import_sha256"]) == 64
     # idempotent
     s2 = import_file(p, "tcga-path-report", "imp", tmp_path / "kc", model_name="llama-2-70b (as published)")
-    assert s2.written == 0 and s2.unchanged == 3
-    # the audit finds the row's own ocr_text: MX is supported, and the source has no M0
+    assert s2.written == 0 and s2.unchanged == 4
+    # the audit finds each row's own ocr_text; output about an empty report is all unsupported
     rep = audit_source(tmp_path / "kc", "imp")
-    assert rep.faithfulness["checked_records"] == 1 and rep.faithfulness["unverifiable_records"] == 0
+    assert rep.faithfulness["checked_records"] == 2 and rep.faithfulness["unverifiable_records"] == 0
+    assert rep.faithfulness["empty_source_records"] == ["TCGA-AA-0003"]
+    assert [r.case_id for r in rep.flagged] == ["TCGA-AA-0003"]
+    assert all(not c.supported for c in rep.flagged[0].claims)
 
 
 def test_import_jsonl_bad_lines_become_failures(tmp_path):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -160,6 +161,15 @@ def test_skipped_inputs_are_recorded(tmp_path):
     assert rec["status"] == "skipped" and "nothing to refine" in rec["errors"][0]
 
 
+def test_same_text_for_two_patients_gives_two_records(tmp_path):
+    f = tmp_path / "r.csv"
+    f.write_text("pdf_file_name_path,ocr_text\nTCGA-AA-0001.A.PDF,\nTCGA-AA-0002.B.PDF,\n" +
+                 "TCGA-AA-0003.A.PDF," + "same text " * 10 + "\nTCGA-AA-0004.A.PDF," + "same text " * 10 + "\n")
+    cache = SourceCache(tmp_path / "kc", "s1")
+    s = build(load_prompt("refine_report"), read_reports(f), ScriptedBackend(), cache)
+    assert (s.ok, s.skipped) == (2, 2) and sorted(cache.by_case()) == [f"TCGA-AA-000{i}" for i in range(1, 5)]
+
+
 def test_several_reports_of_one_patient_are_joined(tmp_path):
     f = tmp_path / "r.csv"
     f.write_text("pdf_file_name_path,ocr_text\nTCGA-AA-0001.A.PDF,first report text\nTCGA-AA-0001.B.PDF,second report text\n")
@@ -171,8 +181,8 @@ def test_several_reports_of_one_patient_are_joined(tmp_path):
 def test_input_errors_name_file_row_and_column(tmp_path):
     f = tmp_path / "r.csv"
     f.write_text("pdf_file_name_path,ocr_text\nnot-a-barcode.PDF,text\n")
-    with pytest.raises(InputError, match=r"r\.csv: row 2: 'pdf_file_name_path'.*TCGA-XX-XXXX"):
-        read_reports(f)
+    (bad,) = read_reports(f)
+    assert re.search(r"r\.csv: row 2: 'pdf_file_name_path' = 'not-a-barcode.PDF'.*TCGA-XX-XXXX", bad.skip_reason)
     with pytest.raises(InputError, match=r"no column 'report'.*--text-column"):
         read_reports(f, text_column="report")
     g = tmp_path / "r.jsonl"

@@ -96,13 +96,16 @@ class SourceTexts:
     def _candidates(self, path: Path, case_id: str, row: int | None, id_col: str, text_col: str) -> list[str]:
         d = self._load(path, id_col, text_col)
         out = []
-        if row is not None and row in d["rows"]:
-            out.append(d["rows"][row].strip())
         texts = d["by_case"].get(case_id, [])
         if texts:
             out.append(REPORT_SEPARATOR.join(t.strip() for t in texts if t and t.strip()))
             out += [t.strip() for t in texts]
-        return [t for t in out if t]
+        out = [t for t in out if t]
+        if row is not None and row in d["rows"]:
+            # The record's own row, also when its text is empty: output about an empty report
+            # is then checked against nothing, and every claim is unsupported.
+            out.insert(0, d["rows"][row].strip())
+        return out
 
     def get(self, rec: dict[str, Any]) -> tuple[str | None, str | None]:
         """(text, None) or (None, why not).  A record without ``input_sha`` (an import
@@ -339,6 +342,7 @@ def audit_source(
             "supported_claims": n_sup,
             "claim_support": round(n_sup / n_claims, 4) if n_claims else None,
             "records_without_claims": sum(1 for a in checked if not a.claims),
+            "empty_source_records": sorted(a.case_id for a in checked if sum(ch.isalnum() for ch in a.source_text or "") < 50),
             "by_kind": {k: {"claims": kinds_total[k], "unsupported": kinds_bad[k]} for k in sorted(kinds_total)},
             "top_unsupported": bad_values.most_common(12),
         }

@@ -158,6 +158,10 @@ def render_audit_html(report: AuditReport, max_records: int = 300) -> str:
         if f["top_unsupported"]:
             parts.append("<table><tr><th>most frequent unsupported values</th><th>records</th></tr>"
                          + "".join(f"<tr><td>{esc(k)}</td><td class=num>{n}</td></tr>" for k, n in f["top_unsupported"]) + "</table>")
+        if f["empty_source_records"]:
+            parts.append(f"<p><b>{len(f['empty_source_records'])} record(s) were produced from an empty or near-empty "
+                         f"source report</b> (every claim in them is unsupported): "
+                         f"{esc(', '.join(f['empty_source_records'][:30]))}</p>")
         if f["unverifiable_reasons"]:
             parts.append("<table><tr><th>why records could not be checked</th><th>records</th></tr>"
                          + "".join(f"<tr><td>{esc(k)}</td><td class=num>{n}</td></tr>" for k, n in f["unverifiable_reasons"]) + "</table>")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kemm.knowledge.backends.base import Backend, GenerationRequest
-from kemm.knowledge.cache import SourceCache, now_iso, record_key, sha256_text
+from kemm.knowledge.cache import SourceCache, canonical_json, now_iso, record_key, sha256_text
 from kemm.knowledge.inputs import TaskInput
 from kemm.knowledge.prompts import Prompt
 from kemm.knowledge.repair import generate_validated
@@ -91,7 +91,7 @@ def build(
     summary.corrupt_lines = len(loaded.corrupt_lines)
     todo: list[tuple[TaskInput, str]] = []
     for inp in inputs:
-        key = record_key(identity, inp.key_text)
+        key = input_key(identity, inp)
         rec = loaded.records.get(key)
         if rec is not None and rec["status"] in ("ok", "skipped"):
             summary.cached += 1
@@ -142,6 +142,12 @@ def build(
     cache.update_counts({"last_build": {"at": now_iso(), **{k: v for k, v in summary.as_dict().items() if k != "failures"}}})
     summary.elapsed_s = time.perf_counter() - t0
     return summary
+
+
+def input_key(identity: dict[str, Any], inp: TaskInput) -> str:
+    """Cache key of one input: the source identity plus every variable the prompt renders
+    (case id, cancer type, report text), so two patients with the same text never share a record."""
+    return record_key(identity, canonical_json(inp.variables))
 
 
 def _messages_text(messages: list[dict[str, str]]) -> str:

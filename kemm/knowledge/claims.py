@@ -43,7 +43,7 @@ WORD_NUMBERS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seven
 _NUM = r"\d+(?:\s?\.\s?\d+)?"
 # Output side (case-sensitive: 'No' is not N0, 'This' is not Tis).
 _TNM_COMP_OUT = (
-    r"(?:y|r|yp|yc|rp)?[pc]?\s?(?P<l>T|N|M)\s?(?P<v>is|(?<=T)a|(?<=T\s)a|X|x|[0-4](?:[a-d]|[A-D](?![a-z]))?)"
+    r"(?:y|r|yp|yc|rp)?[pc]?\s?(?P<l>T|N|M)\s?(?P<v>is|(?<=T)a|(?<=T\s)a|X|x|[0-4](?:[a-d][1-3]?|[A-D](?![a-z]))?)"
     r"(?:\((?:[a-z+\-]+|sn|i[+\-])\))?(?![a-z0-9])"  # 'Malignant' is not 'Ma', 'Tax' is not 'Ta'
 )
 _TNM_RUN_OUT = re.compile(rf"(?<![A-Za-z0-9])(?:{_TNM_COMP_OUT}[\s,]*){{1,3}}")
@@ -59,8 +59,8 @@ _PLAIN_NUM_OUT = re.compile(r"(?<![\d.])\d+(?:\.\d+)?")
 
 # Source side (lower-cased, lenient: finding a fact there only ever supports a claim).
 _SRC_TNM_COMP = (
-    r"(?:y|r|yp|yc|rp)?(?P<p>[pc])?\s?(?P<l>t|n|m)\s?(?P<v>is|a|x|[0-4o](?:[a-d])?)(?:\s?\([a-z+\-]+\))?"
-    r"(?=$|[^a-z0-9]|[pc]?[nm]\s?[0-4xo]|g\s?[1-4])"  # 'pt2an0' stays one run; 'margins' is not 'Ma'
+    r"(?:y|r|yp|yc|rp)?(?P<p>[pc])?\s?(?P<l>t|n|m)\s?(?P<v>is|a|x|[0-4oli](?:[a-d][1-3]?)?)(?:\s?\([a-z+\-]+\))?"
+    r"(?=$|[^a-z0-9]|[pc]?[nm]\s?[0-4xoli]|g\s?[1-4])"  # 'pt2an0' stays one run; 'margins' is not 'Ma'
 )
 # OCR'd reports glue grade into the TNM string: ".T3G3 NO" is T3, G3, N0.
 _SRC_TNM_RUN = re.compile(rf"(?<![a-z0-9])(?:{_SRC_TNM_COMP}[\s,]*(?:g\s?[1-4](?![0-9])[\s,]*)?){{1,4}}")
@@ -135,11 +135,13 @@ class SourceFacts:
                 first = True
                 for c in _SRC_TNM_COMP_RE.finditer(run.group()):
                     v = c.group("v")
-                    if "o" in v and not (c.group("p") or not first):
+                    if v[0] in "oli" and v != "is" and not (c.group("p") or not first):
                         first = False
-                        continue  # a bare 'no'/'mo' is a word, not N0/M0
+                        continue  # a bare 'no'/'mo'/'ml' is a word, not N0/M0/M1
                     if not (v == "a" and c.group("l") != "t"):
-                        f.tnm.add(canon_tnm(c.group("l"), v.replace("o", "0")))
+                        # OCR reads 0 as 'o' and 1 as 'l'/'i': 'pNO', 'pTla' = pN0, pT1a
+                        v = v[0].replace("o", "0").replace("l", "1").replace("i", "1") + v[1:] if v != "is" else v
+                        f.tnm.add(canon_tnm(c.group("l"), v))
                     first = False
             for m in _SRC_STAGE.finditer(s):
                 f.stages.add((ROMAN_OUT[_roman_or_int(m.group("n"))], (m.group("s") or "").upper()))
@@ -258,7 +260,7 @@ def field_claims(output: dict[str, Any]) -> list[tuple[Claim, Any]]:
     for fld in ("pT", "pN", "pM"):
         v = output.get(fld)
         if not nr(v):
-            m = re.fullmatch(r"([TNM])(is|a|X|[0-4][a-d]?)", str(v))
+            m = re.fullmatch(r"([TNM])(is|a|X|[0-4][a-d]?[1-3]?)", str(v))
             if m:
                 out.append((Claim("tnm", fld, 0, len(v), v, canon_tnm(m.group(1), m.group(2))), None))
     v = output.get("stage_group")

@@ -188,6 +188,7 @@ class EmbedSummary:
     encoder_id: str
     path: Path
     n_skipped_records: int = 0  # failed / skipped records: nothing to embed
+    n_unique_encoded: int = 0  # distinct texts actually sent to the encoder
 
 
 def embeddings_dir(cache_dir: Path | str, source: str) -> Path:
@@ -347,9 +348,14 @@ def embed_source(
 
     todo = [(cid, key, sts) for cid, (key, sts) in per_case.items() if key not in stored_rows]
     texts = [s for _, _, sts in todo for s in sts]
-    new_rows = _encode_batched(enc, texts, batch_size, progress, source)
-    if new_rows.shape != (len(texts), enc.dim):
-        raise EmbeddingError(f"encoder {enc.encoder_id} returned shape {new_rows.shape}, expected ({len(texts)}, {enc.dim})")
+    # Boilerplate statements ("Behavior: malignant.") repeat across records: encode each text once.
+    # Sorted by length so that each batch pads little (long summaries with long summaries).
+    unique = sorted(dict.fromkeys(texts), key=len)
+    uniq_rows = _encode_batched(enc, unique, batch_size, progress, source)
+    if uniq_rows.shape != (len(unique), enc.dim):
+        raise EmbeddingError(f"encoder {enc.encoder_id} returned shape {uniq_rows.shape}, expected ({len(unique)}, {enc.dim})")
+    row_of = {t: i for i, t in enumerate(unique)}
+    new_rows = uniq_rows[[row_of[t] for t in texts]] if texts else uniq_rows
 
     # Assemble in case-id order.
     new_by_key: dict[str, np.ndarray] = {}
@@ -400,6 +406,7 @@ def embed_source(
         encoder_id=enc.encoder_id,
         path=data_p,
         n_skipped_records=n_skipped,
+        n_unique_encoded=len(unique),
     )
 
 

@@ -187,7 +187,7 @@ def clean_value(v: str) -> str:
 
 
 # Preceded by no letter, except the end of a previous category ("T1aN0M0", "TisN0", "TxN0").
-_TNM_IN = re.compile(r"(?<![e-rt-wyzE-RT-WYZ])(?:y|r)?[pc]?\s?([TNM])\s?(is|a|X|x|[0-4O](?:[a-d])?)(?![0-9a-z])")
+_TNM_IN = re.compile(r"(?<![e-rt-wyzE-RT-WYZ])(?:y|r)?[pc]?\s?([TNM])\s?(is|a|X|x|[0-4O](?:[a-d][1-3]?)?)(?![0-9a-z])")
 _STAGE_GROUP_IN = re.compile(r"(?i)(?:^|stage\s*(?:group(?:ing)?)?\s*:?\s*)(IV|III|II|I|0)([ABC][1-3]?)?(?![A-Za-z0-9])")
 _GRADE_NUM = re.compile(r"(?i)(?:grade|\bG)\s*[:\-]?\s*(IV|III|II|I|[1-4])(?![A-Za-z0-9])|^\s*(IV|III|II|I|[1-4])(?:\s*(?:/|of|out of)\s*[34])?\s*(?:\(|$|,)")
 _GRADE_WORDS = [
@@ -199,7 +199,7 @@ _GRADE_WORDS = [
     (re.compile(r"(?i)\bwell[\s-]*differentiated"), "G1"),
 ]
 _ROMAN = {"I": 1, "II": 2, "III": 3, "IV": 4}
-_PT = re.compile(r"^T(X|0|is|a|[1-4][a-d]?)$")
+_PT = re.compile(r"^T(X|0|is|a|[1-4][a-d]?[1-3]?)$")  # as schemas.PT
 _PN = re.compile(r"^N(X|0|[1-3][a-c]?)$")
 _PM = re.compile(r"^M(X|0|1[a-d]?)$")
 
@@ -420,16 +420,16 @@ def _tcga_records(path: Path, id_column: str, text_column: str, llm_column: str,
         raw = str(rows[i].get(llm_column) or "")
         if cid.startswith("row-"):
             out.append(_base_record(cid, "failed", raw, None, [f"row {i + 2}: {id_column!r} is not a TCGA patient barcode"],
-                                    meta, sha256_text(src) if src else None))
+                                    meta, sha256_text(src)))
         elif chosen:
             _, parsed, warn = chosen
             meta["missing_fields"] = warn
-            rec = _base_record(cid, "ok", raw, parsed, [], meta, sha256_text(src) if src else None)
+            rec = _base_record(cid, "ok", raw, parsed, [], meta, sha256_text(src))
             if any("'behavior'" in w for w in warn):
                 rec["finish_reason"] = "truncated"  # the published text stops before its last field
             out.append(rec)
         else:
-            out.append(_base_record(cid, "failed", raw, None, errs_all, meta, sha256_text(src) if src else None))
+            out.append(_base_record(cid, "failed", raw, None, errs_all, meta, sha256_text(src)))
     return out
 
 

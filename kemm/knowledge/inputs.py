@@ -66,7 +66,7 @@ class TaskInput:
 
     case_id: str
     variables: dict[str, Any]
-    key_text: str  # the text the cache key hashes (the task's input)
+    key_text: str  # the task's input text (its sha is the record's input_sha; audits compare it)
     skip_reason: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -118,15 +118,19 @@ def read_reports(
             )
     ctype = cancer_type or cancer_type_for_file(path)
     grouped: dict[str, list[str]] = {}
+    bad_ids: dict[str, str] = {}
     for i, row in enumerate(rows, start=2):
         raw_id = str(row.get(id_column) or "").strip()
         if not raw_id:
             raise InputError(f"{path}: row {i}: empty {id_column!r}; expected a patient id")
         case_id = raw_id[:12] if id_column == DEFAULT_ID_COLUMN else raw_id
         if id_column == DEFAULT_ID_COLUMN and not _TCGA_BARCODE.match(case_id):
-            raise InputError(
+            # One malformed row must not stop a build of thousands: it becomes a skipped
+            # record that names the file, row, column and the expected form.
+            case_id = raw_id
+            bad_ids[case_id] = (
                 f"{path}: row {i}: {id_column!r} = {raw_id!r} does not start with a TCGA patient "
-                "barcode (TCGA-XX-XXXX); pass --id-column for another id"
+                "barcode (TCGA-XX-XXXX); fix the row or pass --id-column for another id"
             )
         text = row.get(text_column)
         text = "" if text is None else str(text)
@@ -137,7 +141,9 @@ def read_reports(
         joined = REPORT_SEPARATOR.join(texts)
         skip = None
         n_alnum = sum(ch.isalnum() for ch in joined)
-        if n_alnum < min_chars:
+        if case_id in bad_ids:
+            skip = bad_ids[case_id]
+        elif n_alnum < min_chars:
             skip = f"report text has {n_alnum} letters/digits (< {min_chars}): nothing to refine"
         out.append(
             TaskInput(

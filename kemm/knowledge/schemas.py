@@ -45,7 +45,7 @@ class Presence(str, Enum):
 
 # TNM codes as written in AJCC 7th/8th edition reports, optional y/p/c prefix
 # stripped by producers; 'X' = cannot be assessed.
-PT = Annotated[str, StringConstraints(pattern=r"^(T(X|0|is|a|[1-4][a-d]?)|not reported)$")]
+PT = Annotated[str, StringConstraints(pattern=r"^(T(X|0|is|a|[1-4][a-d]?[1-3]?)|not reported)$")]
 PN = Annotated[str, StringConstraints(pattern=r"^(N(X|0|[1-3][a-c]?)|not reported)$")]
 PM = Annotated[str, StringConstraints(pattern=r"^(M(X|0|1[a-d]?)|not reported)$")]
 StageGroup = Annotated[
@@ -72,10 +72,10 @@ class RefinedReport(BaseModel):
     pM: PM = Field(description="Distant metastasis category, e.g. 'M0'; often 'not reported'.")
     stage_group: StageGroup = Field(description="AJCC stage group in roman numerals, e.g. 'IIIA'.")
     tumor_size: Size = Field(description="Greatest tumour dimension, e.g. '2.5 cm'.")
-    nodes_positive: int | Literal["not reported"] = Field(
+    nodes_positive: Annotated[int, Field(ge=0)] | Literal["not reported"] = Field(
         description="Number of positive lymph nodes, or 'not reported'."
     )
-    nodes_examined: int | Literal["not reported"] = Field(
+    nodes_examined: Annotated[int, Field(ge=0)] | Literal["not reported"] = Field(
         description="Number of lymph nodes examined, or 'not reported'."
     )
     margin_status: Margin

@@ -118,7 +118,7 @@ class TrainConfig(_Strict):
     seed: int = 0
     alpha: float = Field(0.0, ge=0.0, le=1.0, description="NLL weight on uncensored patients (MCAT alpha)")
     n_bins: int = Field(4, ge=2)
-    num_threads: int | None = Field(None, ge=1, description="torch threads; None = min(4, cpu count)")
+    num_threads: int | None = Field(None, ge=1, description="torch threads; None = 1 on <= 2 cores, else min(4, cores / 2)")
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     progress: bool = True
 
@@ -155,8 +155,8 @@ class ExperimentConfig(_Strict):
         return "kemm" if "kemm" in keys else keys[0]
 
     def identity(self) -> str:
-        """Hash of what determines the results (not the output dir, not progress bars)."""
-        d = self.model_dump(mode="json", exclude={"output_dir", "name"})
+        """Hash of the data, knowledge and train settings (models are checked per fold, so a run can grow)."""
+        d = self.model_dump(mode="json", exclude={"output_dir", "name", "models", "main_model"})
         d["train"].pop("progress", None)
         d["train"].pop("num_threads", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -199,8 +199,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(nxt, dict):
                 raise ConfigError(f"override {item!r}: {p!r} is not a mapping")
             node = nxt
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = _scalar(value)
     return data
+
+
+def _scalar(text: str) -> Any:
+    v = yaml.safe_load(text)
+    if isinstance(v, str):  # YAML 1.1 reads 1e-3 as a string
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    return v
 
 
 def load_config(path: Path | str, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -83,7 +83,7 @@ def predict_run(
         dcfg.genomics = dcfg.genomics.model_copy(update={"groups": "none"})  # groups come from the checkpoint
         data = build_data(dcfg, cfg.knowledge, cohort=cohort, require_labels=False)
         for d in dirs:
-            ck = torch.load(d / "model.pt", map_location="cpu", weights_only=False)
+            ck = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
             scaler = None
             if ck.get("groups"):
                 g = GenomicGroups(ck["groups"]["names"], ck["groups"]["columns"])

@@ -41,6 +41,7 @@ def engine_kwargs(
     max_model_len: int | None = None,
     dtype: str | None = None,
     structured_outputs_config: dict[str, Any] | None = None,
+    enforce_eager: bool | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for ``vllm.LLM``."""
     kw: dict[str, Any] = {
@@ -55,6 +56,8 @@ def engine_kwargs(
     }
     if max_model_len:
         kw["max_model_len"] = int(max_model_len)
+    if enforce_eager is not None:  # True skips torch.compile / CUDA graphs: slower decode, faster start
+        kw["enforce_eager"] = bool(enforce_eager)
     return kw
 
 
@@ -98,6 +101,7 @@ class VLLMBackend:
         max_model_len: int | None = None,
         dtype: str | None = None,
         structured_outputs_config: dict[str, Any] | None = None,
+        enforce_eager: bool | None = None,
     ) -> None:
         try:
             import vllm
@@ -109,7 +113,7 @@ class VLLMBackend:
         self.path = checkpoint_dir(model, self.name)
         self.revision = revision or checkpoint_revision(self.path)
         self.engine_kwargs = engine_kwargs(
-            str(self.path), tensor_parallel_size, max_model_len, dtype, structured_outputs_config
+            str(self.path), tensor_parallel_size, max_model_len, dtype, structured_outputs_config, enforce_eager
         )
         self.llm = vllm.LLM(**self.engine_kwargs)
 
@@ -204,6 +208,6 @@ def create(**options: Any) -> VLLMBackend:
         "vllm",
         options,
         ("model", "revision", "tensor_parallel_size", "max_model_len", "dtype"),
-        api_only=("structured_outputs_config",),
+        api_only=("structured_outputs_config", "enforce_eager"),
     )
     return VLLMBackend(**options)
