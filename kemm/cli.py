@@ -42,7 +42,29 @@ def demo(
     out.print(f"run directory: {res.run_dir}   ({res.seconds:.0f}s: {timing})", highlight=False)
 
 
-# Later top-level commands (e.g. `benchmark`) register here, next to `demo`.
+@app.command()
+def benchmark(
+    exp_dir: Path = typer.Argument(Path("experiments/tcga"), help="Folder of cohort configs + base.yaml."),
+    data_root: Path = typer.Option(..., "--data-root", help="The raw data folder (shared/data/raw)."),
+    out_dir: Path = typer.Option(None, "--out", help="Where RESULTS.md, results.csv, folds.csv and runs/ go (default: EXP_DIR)."),
+    cache_dir: Path = typer.Option(Path("knowledge_cache"), "--cache-dir", help="Knowledge cache for the real-report sources."),
+    cohorts: str = typer.Option("", "--cohorts", help="Comma-separated subset, e.g. blca,luad."),
+    override: list[str] = typer.Option([], "--set", help="Config override for every cohort, e.g. train.epochs=2 (repeatable)."),
+) -> None:
+    """Real TCGA benchmark: knowledge from real reports; KEMM, ablations and baselines on the published splits."""
+    from kemm.benchmark import BenchmarkError, run_benchmark
+    from kemm.knowledge.cache import CacheError
+    from kemm.model.cohort import DataError
+    from kemm.model.config import ConfigError
+    from kemm.model.train import RunError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        out = run_benchmark(exp_dir, data_root, out_dir=out_dir, cache_dir=cache_dir,
+                            cohorts=[c for c in cohorts.split(",") if c] or None, overrides=override)
+    except (BenchmarkError, CacheError, ConfigError, DataError, RunError) as e:
+        fail(str(e))
+    typer.echo(f"results: {out / 'RESULTS.md'}")
 
 
 def main() -> None:  # pragma: no cover

@@ -730,6 +730,51 @@ def _md_knowledge(f: dict) -> list[str]:
     return L
 
 
+NOTES: list[str] = [
+    "No GPU was lent to this run: GPU figures are not measured here. `bash experiments/bench/gpu_check.sh` is the "
+    "prepared one-shot (figure 1 on CUDA + one KEMM epoch over 16 x 10k-patch bags from disk, < 5 min); it was dry-run "
+    "on CPU only (`KEMM_GPU_CHECK_TINY=1`).",
+    "Threads: every figure runs with 1 torch thread. The 2 cores were shared with other engineers' jobs (load average "
+    "3-8, see above); `environment.thread_probe` in results.json shows that 2 OpenMP threads then make a small "
+    "elementwise op ~50x slower (each barrier waits for a descheduled thread) and GEMM slower too. Absolute times are "
+    "inflated by the load; ratios between models of the same size, measured back to back, are the figures to read.",
+    "KECM change (kemm/model/kecm.py): with few queries (H*Q < dim + Q: KEMM's 48 tokens, MCAT's 6 groups) the key "
+    "and value projections are folded into the queries, so per patch chunk the scores are one GEMM x[c,256] @ "
+    "q~[256,H*Q] and the values are projected once after the weighted sum: no per-chunk K/V tensors, no head-split "
+    "copies, no masking work when a chunk has no padding. Same parameters and state dict; equal to the projected "
+    "path within 1e-5 (tests/test_bench_equivalence.py). `kemm_projected` is the old path.",
+    "TransMIL-style layer: measured at 1k and 10k; 50k and 100k are skipped because the quadratic attention "
+    "would need ~150 / ~600 GiB (est. ~20 min / ~70 min per step on this machine).",
+    "float16 bags (kemm/model/bagstore.py writes them; bags.py already reads them as float32, no hook needed) halve "
+    "the disk and page-cache footprint, but on this machine, where the page cache holds every bag and the CPU is the "
+    "bottleneck, the half->float conversion costs more than the bytes saved: keep float32 unless bags come from a "
+    "slow disk or do not fit the page cache. Contiguous, uncompressed .h5 reads fastest; row chunking is slightly "
+    "slower, gzip ~10x slower.",
+    "DataLoader workers=2 are slower than 0 here: the workers compete with the training thread for the same 2 "
+    "cores. With workers=0 the data wait is ~25% of the epoch, a large part of it the collate copying each 40 MB bag "
+    "into a zero-filled [1, N, D] buffer (see the hook for kemm/model/data.py `_pad_tokens`).",
+    "Real reports: 49 rows of 5 files (BRAIN, LUNG_900, OVARIAN, PANCREAS, UTEROUS_500) have ids that are no TCGA "
+    "barcode (e.g. 'ER-B0GH.pdf'); `read_reports` refuses a whole file for one such row, so the benchmark reads "
+    "copies without those rows (under the work dir in /tmp, never in the repo).",
+    "Cached rebuild: ~1.1-1.25 s of it is `sum(ch.isalnum() for ch in joined)` in kemm/knowledge/inputs.py over "
+    "24 M characters, only to compare with min_chars=50; counting with an early exit at min_chars gives the same "
+    "decisions and messages in ~0.02 s (hook below).",
+    "Embedding: all-MiniLM-L6-v2 costs ~21 MFLOP per token in float32, so 400 statements/s of ~10-token statements "
+    "needs ~85 GFLOP/s sustained, out of reach on 2 shared cores when every occurrence is encoded (the embed_source "
+    "loop also pads each batch of unsorted texts to its longest). Encoding each distinct statement once, longest "
+    "first (kemm/knowledge/dedup_encode.py, same rows within 2e-7) is what reaches it: the rules source has ~22% "
+    "distinct statements.",
+    "Hook (kemm/knowledge/embed.py, `embed_source`): `new_rows = _encode_batched(enc, texts, batch_size, progress, "
+    "source)` -> `new_rows = encode_unique(enc, texts, batch_size, progress, source)` with `from "
+    "kemm.knowledge.dedup_encode import encode_unique` inside the function (dedup_encode imports embed); progress "
+    "then counts distinct statements.",
+    "Hook (kemm/knowledge/inputs.py, `read_reports`): `n_alnum = sum(ch.isalnum() for ch in joined)` -> "
+    "`n_alnum = _count_alnum(joined, stop=min_chars)` with a helper that counts `ch.isalnum()` and breaks at `stop`.",
+    "Hook (kemm/model/data.py, `_pad_tokens`): for a one-item batch return `x.unsqueeze(0)` and an all-True mask "
+    "instead of zero-filling and copying (same values; batch 1 is the training default).",
+]
+
+
 def thread_probe() -> dict[str, Any]:
     """Elementwise and GEMM speed at 1 and 2 threads: shows whether OpenMP threads fight for cores."""
     import torch
@@ -817,7 +862,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _write(res: dict[str, Any], out_dir: Path) -> None:
-    for name, text in (("results.json", json.dumps(res, indent=2, default=str) + "\n"), ("RESULTS.md", render_md(res))):
+    # The JSON first: a rendering bug must not lose what was measured.
+    for name, render in (("results.json", lambda: json.dumps(res, indent=2, default=str) + "\n"), ("RESULTS.md", lambda: render_md(res))):
+        text = render()
         p = out_dir / name
         tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
         tmp.write_text(text, encoding="utf-8")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console(stderr=True)
-out = Console()
+# Piped output (logs, CI) gets a fixed width so the results table is not wrapped.
+out = Console() if sys.stdout.isatty() else Console(width=120)
 
 
 def fail(msg: str, code: int = 2) -> None:

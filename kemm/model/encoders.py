@@ -100,11 +100,15 @@ class TextProjector(nn.Module):
     def __init__(self, text_dim: int, dim: int = 256, n_types: int = 2) -> None:
         super().__init__()
         self.proj = nn.Linear(text_dim, dim)
+        # Sentence embeddings are unit-length: without a norm the projected knowledge
+        # tokens are tiny next to the WSI/genomic views they are fused with, and the
+        # model learns to ignore them (seen on the reports-only synthetic cohort).
+        self.norm = nn.LayerNorm(dim)
         self.type_embedding = nn.Embedding(n_types, dim)
 
     def forward(self, x: torch.Tensor, type_id: int) -> torch.Tensor:
         """``[B, R, D_txt]`` -> ``[B, R, dim]``; ``type_id`` is REPORT_TYPE or PBK_TYPE."""
-        return self.proj(x) + self.type_embedding.weight[type_id]
+        return self.norm(self.proj(x)) + self.type_embedding.weight[type_id]
 
 
 class ClinicalEncoder(nn.Module):

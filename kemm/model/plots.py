@@ -33,7 +33,7 @@ def km_risk_groups(preds: pd.DataFrame, out_path: Path | str, title: str = "") -
     df = preds.dropna(subset=["time", "event", "risk"])
     high = df["risk"].to_numpy() > df["train_median_risk"].to_numpy()
     groups = {"low risk": df[~high], "high risk": df[high]}
-    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    fig, ax = plt.subplots(figsize=(7.0, 5.6))
     fitters = []
     for (label, g), color in zip(groups.items(), ("tab:blue", "tab:red")):
         if len(g) == 0:
@@ -52,7 +52,10 @@ def km_risk_groups(preds: pd.DataFrame, out_path: Path | str, title: str = "") -
     ax.set_ylabel("survival probability")
     ax.set_ylim(0, 1.02)
     ptxt = "n/a" if not np.isfinite(p) else (f"{p:.2e}" if p < 1e-3 else f"{p:.3f}")
-    ax.set_title(f"{title}\nrisk groups at the training-fold median, pooled out-of-fold; log-rank p = {ptxt}", fontsize=9)
+    ax.set_title(
+        f"{title}\nrisk groups split at the training-fold median risk, pooled out-of-fold\nlog-rank p = {ptxt}",
+        fontsize=9,
+    )
     if fitters:
         add_at_risk_counts(*fitters, ax=ax, rows_to_show=["At risk"])
     fig.tight_layout()
