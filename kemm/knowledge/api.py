@@ -90,3 +90,18 @@ def merge_duplicate_cases(inputs: list[TaskInput]) -> list[TaskInput]:
     for inp in inputs:
         seen.setdefault(inp.case_id, inp)
     return list(seen.values())
+
+
+def read_outputs(cache_dir: Path | str, source: str) -> dict[str, dict[str, Any]]:
+    """Validated outputs of a source, per case id (records with status ok only).
+
+    The public read path for consumers other than the embedding reader, e.g. the
+    CoxPH baseline that takes stage and grade from refined reports.
+    """
+    cache = SourceCache(cache_dir, source)
+    cache.read_manifest()  # a clear error when the source does not exist
+    return {
+        case: rec["output"]
+        for case, rec in cache.by_case().items()
+        if rec.get("status") == "ok" and isinstance(rec.get("output"), dict)
+    }

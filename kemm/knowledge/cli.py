@@ -1,4 +1,4 @@
-"""``kemm-knowledge``: build, inspect and audit knowledge sources.
+"""kemm-knowledge: build, inspect, embed and audit knowledge sources.
 
 Commands here: build, ls, show.  ``embed``, ``audit``, ``diff`` and ``import``
 are registered from :mod:`kemm.knowledge.cli_extra`.

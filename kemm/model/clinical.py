@@ -76,15 +76,14 @@ def encode_report(out: dict) -> dict[str, float]:
 
 def read_report_fields(cache_dir: Path | str, source: str) -> pd.DataFrame:
     """Per-case numeric report fields of a refined-report source (only records with status ok)."""
-    from kemm.knowledge.cache import SourceCache
+    from kemm.knowledge.api import read_outputs
+    from kemm.knowledge.cache import CacheError
 
-    cache = SourceCache(cache_dir, source)
-    if not cache.exists():
-        raise DataError(f"knowledge source {source!r} not found in {cache_dir}")
-    rows = {}
-    for case, rec in cache.by_case().items():
-        if rec.get("status") == "ok" and isinstance(rec.get("output"), dict):
-            rows[case] = encode_report(rec["output"])
+    try:
+        outputs = read_outputs(cache_dir, source)
+    except CacheError as e:
+        raise DataError(str(e)) from None
+    rows = {case: encode_report(out) for case, out in outputs.items()}
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(REPORT_FIELDS))
 
 
