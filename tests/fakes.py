@@ -7,6 +7,11 @@ from typing import Any
 
 from kemm.knowledge.backends.base import GenerationResult
 
+# A source identity for tests that write records directly.
+IDENTITY = {"task": "refine_report", "prompt_name": "refine_report", "prompt_version": 1, "prompt_sha": "p",
+            "schema_name": "RefinedReport", "schema_sha": "s", "backend": "test", "model_id": "m",
+            "model_revision": None, "sampling": {}}
+
 VALID_REPORT = {
     "histologic_type": "urothelial carcinoma",
     "grade": "high grade",

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import pytest
 from typer.testing import CliRunner
 
-from fakes import VALID_REPORT
+from fakes import IDENTITY, VALID_REPORT
 from kemm.knowledge.audit import audit_source, parse_thresholds
 from kemm.knowledge.audit_html import render_audit_html
 from kemm.knowledge.cache import SourceCache, record_key, sha256_text
@@ -15,9 +15,6 @@ from kemm.knowledge.claims import SourceFacts, check_output, text_claims
 from kemm.knowledge.cli import app
 from kemm.knowledge.schemas import RefinedReport
 
-IDENTITY = {"task": "refine_report", "prompt_name": "refine_report", "prompt_version": 1, "prompt_sha": "p",
-            "schema_name": "RefinedReport", "schema_sha": "s", "backend": "test", "model_id": "m",
-            "model_revision": None, "sampling": {}}
 
 SOURCE = (
     "FINAL DIAGNOSIS: Urinary bladder, cystectomy: invasive urothelial carcinoma, high grade (WHO grade III). "

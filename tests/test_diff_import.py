@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import SHARED_DATA
-from fakes import VALID_REPORT
+from fakes import IDENTITY, VALID_REPORT
 from kemm.knowledge.audit import audit_source
 from kemm.knowledge.cache import SourceCache, record_key
 from kemm.knowledge.cli import app
@@ -22,9 +22,6 @@ from kemm.knowledge.importers import (
 )
 from kemm.knowledge.schemas import NOT_REPORTED, RefinedReport
 
-IDENTITY = {"task": "refine_report", "prompt_name": "refine_report", "prompt_version": 1, "prompt_sha": "p",
-            "schema_name": "RefinedReport", "schema_sha": "s", "backend": "test", "model_id": "m",
-            "model_revision": None, "sampling": {}}
 REPORTS = SHARED_DATA / "raw" / "tcga-path-report" / "Reports"
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from fakes import VALID_REPORT
+from fakes import IDENTITY, VALID_REPORT
 from kemm.knowledge.cache import SourceCache, record_key, sha256_text
 from kemm.knowledge.embed import (
     DEFAULT_ENCODER_ID,
@@ -19,9 +19,6 @@ from kemm.knowledge.embed import (
 )
 from kemm.knowledge.schemas import RefinedReport
 
-IDENTITY = {"task": "refine_report", "prompt_name": "refine_report", "prompt_version": 1, "prompt_sha": "p",
-            "schema_name": "RefinedReport", "schema_sha": "s", "backend": "test", "model_id": "m",
-            "model_revision": None, "sampling": {}}
 
 
 def report(i: int, **kw) -> dict:
