@@ -543,8 +543,7 @@ def _figure_embedding(cache: Path, quick: bool, threads: int, log) -> dict[str, 
     import numpy as np
     import torch
 
-    from kemm.knowledge.dedup_encode import encode_unique
-    from kemm.knowledge.embed import _encode_batched, load_encoder
+    from kemm.knowledge.embed import _encode_batched, encode_unique, load_encoder
 
     all_texts = _statements_sample(cache, None)
     texts = _statements_sample(cache, 64 if quick else 512)
@@ -558,7 +557,7 @@ def _figure_embedding(cache: Path, quick: bool, threads: int, log) -> dict[str, 
     paths = {
         "embed_source": lambda bs: _encode_batched(enc, texts, bs, False, "bench"),  # embed.py's loop as is
         "single_call": lambda bs: enc.encode(texts, batch_size=bs),  # sentence-transformers sorts by length
-        "dedup_sorted": lambda bs: encode_unique(enc, texts, bs, False, "bench"),  # kemm/knowledge/dedup_encode.py
+        "dedup_sorted": lambda bs: encode_unique(enc, texts, bs, False, "bench"),  # kemm.knowledge.embed.encode_unique, used by embed_source
     }
     sweep: dict[str, dict] = {}
     grid = [(1, bs) for bs in ((16, 32) if quick else (16, 32, 64, 128))]
@@ -759,27 +758,22 @@ NOTES: list[str] = [
     "slower, gzip ~10x slower.",
     "DataLoader workers=2 are slower than 0 here: the workers compete with the training thread for the same 2 "
     "cores. With workers=0 the data wait is ~25% of the epoch, a large part of it the collate copying each 40 MB bag "
-    "into a zero-filled [1, N, D] buffer (see the hook for kemm/model/data.py `_pad_tokens`).",
+    "into a zero-filled [1, N, D] buffer (now avoided in kemm/model/data.py `_pad_tokens`).",
     "Real reports: 49 rows of 5 files (BRAIN, LUNG_900, OVARIAN, PANCREAS, UTEROUS_500) have ids that are no TCGA "
     "barcode (e.g. 'ER-B0GH.pdf'). The current `read_reports` turns them into skipped records (the figure reads all "
     "rows); with a reader that refuses such a file the benchmark falls back to copies without those rows (under the "
     "work dir in /tmp, never in the repo) and lists them.",
     "Cached rebuild: ~1.1-1.25 s of it is `sum(ch.isalnum() for ch in joined)` in kemm/knowledge/inputs.py over "
     "24 M characters, only to compare with min_chars=50; counting with an early exit at min_chars gives the same "
-    "decisions and messages in ~0.02 s (hook below).",
+    "decisions and messages in ~0.02 s (applied).",
     "Embedding: all-MiniLM-L6-v2 costs ~21 MFLOP per token in float32, so 400 statements/s of ~10-token statements "
     "needs ~85 GFLOP/s sustained, out of reach on 2 shared cores when every occurrence is encoded (the embed_source "
     "loop also pads each batch of unsorted texts to its longest). Encoding each distinct statement once, longest "
-    "first (kemm/knowledge/dedup_encode.py, same rows within 2e-7) is what reaches it: the rules source has ~22% "
+    "first (kemm.knowledge.embed.encode_unique, used by embed_source, same rows within 2e-7) is what reaches it: the rules source has ~22% "
     "distinct statements.",
-    "Hook (kemm/knowledge/embed.py, `embed_source`): `new_rows = _encode_batched(enc, texts, batch_size, progress, "
-    "source)` -> `new_rows = encode_unique(enc, texts, batch_size, progress, source)` with `from "
-    "kemm.knowledge.dedup_encode import encode_unique` inside the function (dedup_encode imports embed); progress "
-    "then counts distinct statements.",
-    "Hook (kemm/knowledge/inputs.py, `read_reports`): `n_alnum = sum(ch.isalnum() for ch in joined)` -> "
-    "`n_alnum = _count_alnum(joined, stop=min_chars)` with a helper that counts `ch.isalnum()` and breaks at `stop`.",
-    "Hook (kemm/model/data.py, `_pad_tokens`): for a one-item batch return `x.unsqueeze(0)` and an all-True mask "
-    "instead of zero-filling and copying (same values; batch 1 is the training default).",
+    "Applied after these figures were measured: embed_source encodes distinct statements once, longest first "
+    "(kemm.knowledge.embed.encode_unique); read_reports stops counting letters at min_chars; a one-bag batch is "
+    "passed without a padded copy (kemm/model/data.py `_pad_tokens`). Rerun the script to measure them in place.",
 ]
 
 

@@ -348,14 +348,7 @@ def embed_source(
 
     todo = [(cid, key, sts) for cid, (key, sts) in per_case.items() if key not in stored_rows]
     texts = [s for _, _, sts in todo for s in sts]
-    # Boilerplate statements ("Behavior: malignant.") repeat across records: encode each text once.
-    # Sorted by length so that each batch pads little (long summaries with long summaries).
-    unique = sorted(dict.fromkeys(texts), key=len)
-    uniq_rows = _encode_batched(enc, unique, batch_size, progress, source)
-    if uniq_rows.shape != (len(unique), enc.dim):
-        raise EmbeddingError(f"encoder {enc.encoder_id} returned shape {uniq_rows.shape}, expected ({len(unique)}, {enc.dim})")
-    row_of = {t: i for i, t in enumerate(unique)}
-    new_rows = uniq_rows[[row_of[t] for t in texts]] if texts else uniq_rows
+    new_rows = encode_unique(enc, texts, batch_size, progress, source)
 
     # Assemble in case-id order.
     new_by_key: dict[str, np.ndarray] = {}
@@ -406,8 +399,26 @@ def embed_source(
         encoder_id=enc.encoder_id,
         path=data_p,
         n_skipped_records=n_skipped,
-        n_unique_encoded=len(unique),
+        n_unique_encoded=len(set(texts)),
     )
+
+
+def encode_unique(enc: Encoder, texts: list[str], batch_size: int, progress: Any, source: str) -> np.ndarray:
+    """``texts`` [N] -> float32 ``[N, D]``, encoding each distinct text once.
+
+    Boilerplate statements ("Behavior: malignant.", "Margins negative.") repeat across
+    records; they are encoded once, sorted by length so each batch pads little, and the
+    rows scattered back (same rows as encoding every occurrence, up to float rounding:
+    tests/test_bench_equivalence.py). Progress counts distinct texts.
+    """
+    if not texts:
+        return np.zeros((0, enc.dim), dtype=np.float32)
+    unique = sorted(dict.fromkeys(texts), key=len)
+    rows = _encode_batched(enc, unique, batch_size, progress, source)
+    if rows.shape != (len(unique), enc.dim):
+        raise EmbeddingError(f"encoder {enc.encoder_id} returned shape {rows.shape}, expected ({len(unique)}, {enc.dim})")
+    row_of = {t: i for i, t in enumerate(unique)}
+    return rows[np.fromiter((row_of[t] for t in texts), dtype=np.int64, count=len(texts))]
 
 
 def _encode_batched(enc: Encoder, texts: list[str], batch_size: int, progress: Any, source: str) -> np.ndarray:

@@ -71,6 +71,17 @@ class TaskInput:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def _count_alnum(text: str, stop: int) -> int:
+    """Letters/digits in ``text``, counting no further than ``stop`` (all a skip decision needs)."""
+    n = 0
+    for ch in text:
+        if ch.isalnum():
+            n += 1
+            if n >= stop:
+                break
+    return n
+
+
 def cancer_type_for_file(path: Path) -> str:
     stem = re.sub(r"_\d+$", "", Path(path).stem).upper()
     return FILE_CANCER_TYPES.get(stem, "UNKNOWN")
@@ -140,7 +151,7 @@ def read_reports(
         texts = [t.strip() for t in texts if t and t.strip()]
         joined = REPORT_SEPARATOR.join(texts)
         skip = None
-        n_alnum = sum(ch.isalnum() for ch in joined)
+        n_alnum = _count_alnum(joined, stop=min_chars)
         if case_id in bad_ids:
             skip = bad_ids[case_id]
         elif n_alnum < min_chars:

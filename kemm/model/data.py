@@ -114,6 +114,10 @@ def _discretize(times: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 def _pad_tokens(xs: list[torch.Tensor | None], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``[B, L, dim]`` zeros-padded + ``Bool[B, L]``; L >= 1 so an all-missing batch keeps a shape."""
+    if len(xs) == 1 and xs[0] is not None and xs[0].shape[0]:
+        # One-bag batches (the MIL default): no zero-filled copy of a large bag.
+        x = xs[0].float()
+        return x.unsqueeze(0), torch.ones(1, x.shape[0], dtype=torch.bool)
     n = max([x.shape[0] for x in xs if x is not None] + [1])
     out = torch.zeros(len(xs), n, dim)
     mask = torch.zeros(len(xs), n, dtype=torch.bool)
