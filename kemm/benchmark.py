@@ -309,9 +309,13 @@ def _render_md(summary, coverage, tests, timings, bench_base, cohorts, folds) ->
         lines += [f"### {c.upper()}", ""]
         cov = coverage.get(c, {})
         if cov:
-            lines += [f"Patients: {cov}", ""]
-        if c in timings:
-            lines += [f"Runtime on this machine: {timings[c]:.0f} s (both experiments, all models, 5 folds).", ""]
+            lines += ["Patients: " + ", ".join(f"{v} {'in total' if k == 'patients' else 'with ' + k}" for k, v in cov.items())
+                      + " (a missing modality is masked, the patient kept).", ""]
+        fs = folds[folds.cohort == c]["seconds"] if not folds.empty else pd.Series(dtype=float)
+        if fs.notna().any():
+            lines += [f"Runtime on this machine: {fs.sum():.0f} s of training and evaluation summed over "
+                      f"{len(fs)} (model, fold) runs (1 torch thread; recorded per fold, so a resumed run reports "
+                      "the same figure).", ""]
         lines += ["| model | C-index | IPCW C | IBS | folds 0–4 |", "|---|---|---|---|---|"]
         for _, r in s.iterrows():
             lines.append(f"| {r.model} | {r.c_index} | {r.c_index_ipcw} | {r.ibs} | {r.per_fold} |")
@@ -331,5 +335,8 @@ def _render_md(summary, coverage, tests, timings, bench_base, cohorts, folds) ->
             lines.append(f"| {r.cohort} | {r.mean_diff:+.3f} | {r.sd_diff:.3f} | {r.n_folds} | {r.wins} | "
                          f"{'' if pd.isna(r.p_paired_t) else f'{r.p_paired_t:.3f}'} | {'' if pd.isna(pw) else f'{pw:.3f}'} |")
         lines.append("")
-    lines += ["## Runtime", "", f"Knowledge build + embedding: {timings.get('knowledge_s', 0):.0f} s.", ""]
+    lines += ["## Runtime", "",
+              f"Knowledge build + import + embedding in the invocation that wrote this file: "
+              f"{timings.get('knowledge_s', 0):.0f} s (cached sources are reused; a first build of all eight cohorts' "
+              "sources took a few minutes on this machine). Training times are per cohort above.", ""]
     return "\n".join(lines) + "\n"
