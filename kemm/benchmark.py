@@ -237,14 +237,15 @@ def paired_tests(folds: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
         pa = g[g.model == a].set_index("fold")["c_index"]
         pb = g[g.model == b].set_index("fold")["c_index"]
         common = pa.index.intersection(pb.index)
-        if len(common) < 2:
+        # A fold whose C-index is undefined (NaN/None) for either model is no pair.
+        d = (pd.to_numeric(pa[common], errors="coerce") - pd.to_numeric(pb[common], errors="coerce")).dropna()
+        if len(d) < 2:
             continue
-        d = (pa[common] - pb[common]).astype(float)
         pooled += list(d)
-        p = stats.ttest_rel(pa[common], pb[common]).pvalue if d.std() > 0 else float("nan")
+        p = float(stats.ttest_1samp(d, 0.0).pvalue) if d.std() > 0 else float("nan")  # = paired t on a, b
         rows.append({"cohort": cohort, "mean_diff": d.mean(), "sd_diff": d.std(ddof=1), "n_folds": len(d),
                      "wins": int((d > 0).sum()), "p_paired_t": p})
-    if len(pooled) >= 5:
+    if len(pooled) >= 5 and np.any(np.asarray(pooled) != 0):
         w = stats.wilcoxon(pooled)
         rows.append({"cohort": "ALL (pooled folds)", "mean_diff": float(np.mean(pooled)), "sd_diff": float(np.std(pooled, ddof=1)),
                      "n_folds": len(pooled), "wins": int(np.sum(np.array(pooled) > 0)), "p_paired_t": float("nan"),

@@ -67,3 +67,13 @@ def test_smoke_benchmark_on_blca(tmp_path):
     folds = pd.read_csv(out / "folds.csv")
     ours = folds[folds.experiment != "published"]
     assert len(ours) == 5 * 5 and ours["c_index"].between(0, 1).all()
+
+
+def test_paired_tests_skip_folds_with_undefined_c_index():
+    rows = []
+    for k in range(5):
+        rows += [{"cohort": "a", "model": "kemm", "fold": k, "c_index": 0.7 + 0.01 * k if k != 2 else None},
+                 {"cohort": "a", "model": "kemm_noknow", "fold": k, "c_index": 0.6 + 0.02 * k}]
+    t = paired_tests(pd.DataFrame(rows), "kemm", "kemm_noknow").set_index("cohort")
+    assert t.loc["a", "n_folds"] == 4 and np.isfinite(t.loc["a", "p_paired_t"])
+    assert t.loc["a", "mean_diff"] == pytest.approx(np.mean([0.1, 0.09, 0.07, 0.06]))

@@ -254,3 +254,11 @@ def test_report_source_matching_no_case_is_an_error(tmp_path):
     report = TextTable("wrong-source", "enc", 6, {"TCGA-ZZ-9999": np.ones((1, 6), np.float32)})
     with pytest.raises(DataError, match="wrong-source.*no entry for any case"):
         SurvivalData(c, None, None, report, None)
+
+
+def test_pbk_source_matching_no_cancer_type_is_an_error(tmp_path):
+    c = load_cohort(_table(tmp_path))  # cancer type BLCA
+    pbk = TextTable("pbk-src", "enc", 6, {"LUAD": np.ones((2, 6), np.float32)})
+    with pytest.raises(DataError, match="pbk-src.*no PBK entry for any cancer type"):
+        SurvivalData(c, None, None, None, pbk)
+    SurvivalData(c, None, None, None, pbk, strict_knowledge=False)  # predict: allowed (tokens masked)

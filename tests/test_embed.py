@@ -186,3 +186,24 @@ def test_embed_cli(tmp_path):
     assert read_embeddings(tmp_path, "src").dim == 384
     r = CliRunner().invoke(app, ["embed", "nope", "--cache-dir", str(tmp_path)])
     assert r.exit_code == 2
+
+
+def test_embed_takes_the_last_written_record_per_case(tmp_path):
+    """Same record per case as SourceCache.by_case / read_outputs: the last-written one, and a
+    case whose newest record failed has no report tokens (no stale output of an older input)."""
+    from kemm.knowledge.api import read_outputs
+
+    sc = SourceCache(tmp_path, "src")
+    sc.ensure_identity(IDENTITY)
+    old, new = report(1, summary="Old input."), report(1, summary="Current input.")
+    with sc.writer() as w:
+        base = {"input_sha": "x", "raw_output": "", "errors": [], "attempts": 1, "finish_reason": "stop", "input_meta": {}}
+        # keys chosen so that sorting by key would pick the stale record
+        w.append({**base, "key": "k9-old", "case_id": "TCGA-ZZ-0001", "status": "ok", "output": old})
+        w.append({**base, "key": "k1-new", "case_id": "TCGA-ZZ-0001", "status": "ok", "output": new})
+        w.append({**base, "key": "k9-ok", "case_id": "TCGA-ZZ-0002", "status": "ok", "output": report(2)})
+        w.append({**base, "key": "k1-failed", "case_id": "TCGA-ZZ-0002", "status": "failed", "output": None})
+    embed_source(tmp_path, "src", HashEncoder(), progress=False)
+    e = read_embeddings(tmp_path, "src")
+    assert set(e.by_case) == set(read_outputs(tmp_path, "src")) == {"TCGA-ZZ-0001"}
+    assert e.statements["TCGA-ZZ-0001"][-1] == "Current input."

@@ -236,3 +236,17 @@ def test_sigkill_mid_build_resumes_without_loss_or_duplicates(tmp_path):
     assert len(rep.records) == 40 and not rep.corrupt_lines
     keys = [json.loads(l)["key"] for l in cache.records_path.read_text().splitlines() if l.strip()]
     assert len(keys) == len(set(keys)) == 40
+
+
+def test_by_case_serves_the_newest_record_when_a_key_is_rewritten(tmp_path):
+    """A case whose input changed (K1 -> K2) and changed back (K1 again, regenerated after a
+    failure) must be served K1's newest record, not K2's stale one."""
+    cache = SourceCache(tmp_path / "kc", "s")
+    cache.ensure_identity({"task": "t"})
+    with cache.writer() as w:
+        w.append({"key": "K1", "case_id": "C", "status": "failed", "output": None})
+        w.append({"key": "K2", "case_id": "C", "status": "ok", "output": {"v": "old input"}})
+        w.append({"key": "K1", "case_id": "C", "status": "ok", "output": {"v": "current input"}})
+    rec = cache.by_case()["C"]
+    assert rec["key"] == "K1" and rec["output"] == {"v": "current input"}
+    assert list(cache.load().records) == ["K2", "K1"]  # order of each key's last line

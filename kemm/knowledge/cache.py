@@ -185,6 +185,9 @@ class SourceCache:
                 except (ValueError, UnicodeDecodeError):
                     rep.corrupt_lines.append(i)
                     continue
+                # Re-insert so the dict's order is that of each key's LAST line: by_case() and the
+                # embedding store then pick the newest record of a case whose input changed.
+                rep.records.pop(rec["key"], None)
                 rep.records[rec["key"]] = rec
         return rep
 
@@ -192,7 +195,7 @@ class SourceCache:
         yield from self.load().records.values()
 
     def by_case(self) -> dict[str, dict[str, Any]]:
-        """Last record per case id (case ids are unique within a source's inputs)."""
+        """Last-written record per case id (a case has several keys only when its input changed)."""
         out: dict[str, dict[str, Any]] = {}
         for rec in self.iter_records():
             out[rec["case_id"]] = rec

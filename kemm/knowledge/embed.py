@@ -308,23 +308,23 @@ def embed_source(
     edir = sc.dir / "embeddings"
     data_p, index_p, man_p = _paths(edir, enc.encoder_id)
 
-    # What the source holds now: ok records, in case-id order for a stable layout.
+    # What the source holds now: the last-written record per case (as SourceCache.by_case, so
+    # the model's report tokens and read_outputs() agree), kept when ok, in case-id order.
     loaded = sc.load()
-    current: list[tuple[str, str, list[str]]] = []  # (case id, key, statements)
-    n_skipped = 0
-    for rec in sorted(loaded.records.values(), key=lambda r: (str(r["case_id"]), r["key"])):
+    n_skipped = sum(1 for rec in loaded.records.values() if rec.get("status") != "ok")
+    last: dict[str, dict[str, Any]] = {}
+    for rec in loaded.records.values():  # in order of each key's last line
+        last[str(rec["case_id"])] = rec
+    per_case: dict[str, tuple[str, list[str]]] = {}
+    for cid in sorted(last):
+        rec = last[cid]
         if rec.get("status") != "ok":
-            n_skipped += 1
             continue
         try:
             sts = _record_statements(rec, schema_name)
         except Exception as e:  # a record that no longer validates is an audit finding, not a crash
             raise EmbeddingError(f"source {source!r}, case {rec['case_id']!r}: output does not validate as {schema_name}: {e}") from None
-        current.append((str(rec["case_id"]), rec["key"], sts))
-    # Last record per case wins (as SourceCache.by_case).
-    per_case: dict[str, tuple[str, list[str]]] = {}
-    for cid, key, sts in current:
-        per_case[cid] = (key, sts)
+        per_case[cid] = (rec["key"], sts)
 
     stored_rows: dict[str, np.ndarray] = {}
     stored = None if rebuild else _load_stored(edir, enc.encoder_id)

@@ -199,6 +199,13 @@ class SurvivalData:
                     f"knowledge source {report.source!r} has no entry for any case of {cohort.path} "
                     f"(e.g. {cohort.case_ids[:3]}); is it the report source of this cohort?"
                 )
+        if pbk is not None and strict_knowledge and "cancer_type" in cohort.table.columns:
+            types = sorted({str(t) for t in cohort.table["cancer_type"].dropna()})
+            if types and not any(pbk.get(t) is not None for t in types):
+                raise DataError(
+                    f"knowledge source {pbk.source!r} has no PBK entry for any cancer type of {cohort.path} "
+                    f"({types[:5]}; it has {sorted(pbk.by_key)[:8]}); build PBK for these types or fix data.cancer_type"
+                )
 
     @property
     def wsi_dim(self) -> int | None:
