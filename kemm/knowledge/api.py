@@ -67,11 +67,21 @@ def build_reports(
 ) -> BuildSummary:
     """Refine every report of one or more files into ``source``."""
     paths = reports_path if isinstance(reports_path, list) else [reports_path]
-    inputs = []
+    inputs = report_inputs(paths, id_column, text_column, cancer_type)
+    return run_task("refine_report", inputs, source, backend, cache_dir, **kw)
+
+
+def report_inputs(
+    paths: list[Path | str],
+    id_column: str = DEFAULT_ID_COLUMN,
+    text_column: str = DEFAULT_TEXT_COLUMN,
+    cancer_type: str | None = None,
+) -> list[TaskInput]:
+    """Reports of several files, one input per patient (first file wins for a repeated case)."""
+    inputs: list[TaskInput] = []
     for p in paths:
         inputs += read_reports(p, id_column=id_column, text_column=text_column, cancer_type=cancer_type)
-    inputs = merge_duplicate_cases(inputs)
-    return run_task("refine_report", inputs, source, backend, cache_dir, **kw)
+    return merge_duplicate_cases(inputs)
 
 
 def build_pbk(

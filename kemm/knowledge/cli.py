@@ -83,17 +83,14 @@ def build(
 ) -> None:
     """Run a knowledge task into a cached source (resumable; a rebuild generates nothing)."""
     from kemm.knowledge import api
-    from kemm.knowledge.inputs import cancer_type_inputs, read_reports
+    from kemm.knowledge.inputs import cancer_type_inputs
     from kemm.knowledge.prompts import load_prompt
 
     try:
         if task == "refine_report":
             if not reports:
                 fail("refine_report needs --reports FILE (CSV or JSONL)")
-            inputs = []
-            for p in reports:
-                inputs += read_reports(p, id_column=id_column, text_column=text_column, cancer_type=cancer_type)
-            inputs = api.merge_duplicate_cases(inputs)
+            inputs = api.report_inputs(reports, id_column, text_column, cancer_type)
         elif task == "pbk":
             if not cancer_types:
                 fail("pbk needs --cancer-types, e.g. --cancer-types BLCA,LUAD")
