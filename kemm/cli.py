@@ -53,7 +53,7 @@ def benchmark(
 ) -> None:
     """Real TCGA benchmark: knowledge from real reports; KEMM, ablations and baselines on the published splits."""
     from kemm.benchmark import BenchmarkError, run_benchmark
-    from kemm.knowledge.cache import CacheError
+    from kemm.knowledge import KnowledgeError as CacheError
     from kemm.model.cohort import DataError
     from kemm.model.config import ConfigError
     from kemm.model.train import RunError

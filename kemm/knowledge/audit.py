@@ -23,6 +23,8 @@ thresholdable: ``truncation`` (share of records cut by the token limit).
 """
 from __future__ import annotations
 
+from kemm.knowledge.errors import KnowledgeError
+
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ METRICS = ("parse_rate", "ok_rate", "faithfulness", "claim_support", "verifiable
 TRUNCATION_REASONS = ("length", "max_tokens", "truncated")
 
 
-class AuditError(ValueError):
+class AuditError(KnowledgeError):
     pass
 
 

@@ -16,6 +16,8 @@ once the last complete line wins; failures are never served as hits.
 """
 from __future__ import annotations
 
+from kemm.knowledge.errors import KnowledgeError
+
 import contextlib
 import datetime as _dt
 import fcntl
@@ -45,7 +47,7 @@ IDENTITY_KEYS = (
 )
 
 
-class CacheError(ValueError):
+class CacheError(KnowledgeError):
     pass
 
 

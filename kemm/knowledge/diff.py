@@ -10,6 +10,8 @@ extractor and an LLM differ most in how often they say anything.
 """
 from __future__ import annotations
 
+from kemm.knowledge.errors import KnowledgeError
+
 import json
 import re
 from collections import Counter, defaultdict
@@ -30,7 +32,7 @@ FIELDS = (
 )
 
 
-class DiffError(ValueError):
+class DiffError(KnowledgeError):
     pass
 
 

@@ -19,6 +19,8 @@ only new or changed records are encoded.  The model side reads through
 """
 from __future__ import annotations
 
+from kemm.knowledge.errors import KnowledgeError
+
 import hashlib
 import json
 import os
@@ -42,7 +44,7 @@ TENSOR_NAME = "embeddings"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
 
 
-class EmbeddingError(ValueError):
+class EmbeddingError(KnowledgeError):
     """An embedding set is missing, torn, or does not match the encoder asked for."""
 
 

@@ -23,6 +23,8 @@ the first that parses is kept, and the count is recorded.
 """
 from __future__ import annotations
 
+from kemm.knowledge.errors import KnowledgeError
+
 import hashlib
 import json
 import re
@@ -41,7 +43,7 @@ DEFAULT_MODEL_NAME = "unknown (as published)"
 TCGA_FIELDS = ("site", "laterality", "histology", "stage", "grade", "behavior")
 
 
-class ImportError_(ValueError):
+class ImportError_(KnowledgeError):
     """An import file that cannot be read at all (rows that fail are records, not errors)."""
 
 

@@ -7,6 +7,8 @@ of one patient are joined in file order.  Texts shorter than
 """
 from __future__ import annotations
 
+from kemm.knowledge.errors import KnowledgeError
+
 import csv
 import json
 import re
@@ -56,7 +58,7 @@ CANCER_NAMES = {
 _TCGA_BARCODE = re.compile(r"^TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}$")
 
 
-class InputError(ValueError):
+class InputError(KnowledgeError):
     pass
 
 

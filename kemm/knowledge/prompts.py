@@ -18,6 +18,8 @@ messages.  A prompt's identity is the sha256 of its file bytes.
 """
 from __future__ import annotations
 
+from kemm.knowledge.errors import KnowledgeError
+
 import hashlib
 import os
 import re
@@ -36,7 +38,7 @@ _FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*\n(.*)\Z", re.S)
 _REQUIRED = ("name", "version", "schema", "sampling", "description")
 
 
-class PromptError(ValueError):
+class PromptError(KnowledgeError):
     """A prompt file is malformed or cannot be rendered."""
 
 

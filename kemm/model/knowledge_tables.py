@@ -56,7 +56,7 @@ def as_table(obj: Any, name: str = "knowledge") -> TextTable:
 def load_table(cache_dir: Path | str, source: str, encoder: str | None = None) -> TextTable:
     """Read a source's embeddings from the knowledge cache (``kemm-knowledge embed`` writes them)."""
     try:
-        from kemm.knowledge.embed import read_embeddings
+        from kemm.knowledge import read_embeddings
     except ImportError as e:  # pragma: no cover - knowledge half not installed
         raise DataError(f"cannot read knowledge embeddings: {e}") from None
     return as_table(read_embeddings(cache_dir, source, encoder_id=encoder), source)

@@ -6,6 +6,8 @@ asks again with the validation error appended.
 """
 from __future__ import annotations
 
+from kemm.knowledge.errors import KnowledgeError
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
@@ -58,7 +60,7 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class BackendError(RuntimeError):
+class BackendError(KnowledgeError, RuntimeError):
     """A backend cannot be created or used (missing model, missing extra, bad option)."""
 
 
