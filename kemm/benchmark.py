@@ -95,14 +95,12 @@ def load_cohort_specs(exp_dir: Path, cohorts: list[str] | None = None) -> tuple[
 # -- knowledge ---------------------------------------------------------------------------
 def build_knowledge(specs: list[dict], data_root: Path, cache_dir: Path, encoder: str | None = None) -> dict[str, dict]:
     """Build (or reuse) the rules, imported-LLM and PBK sources; embed them. Returns per-cohort source names."""
-    from kemm.knowledge import api
-    from kemm.knowledge.embed import embed_source, load_encoder
-    from kemm.knowledge.importers import import_file
+    from kemm.knowledge import build_pbk, build_reports, embed_source, import_file, load_encoder
 
     enc = load_encoder(encoder)  # loaded once, shared by every source
     out: dict[str, dict] = {}
     types = sorted({s["bench"]["cancer_type"] for s in specs})
-    s = api.build_pbk(types, PBK_SOURCE, backend="rules", cache_dir=cache_dir)
+    s = build_pbk(types, PBK_SOURCE, backend="rules", cache_dir=cache_dir)
     log.info("pbk: %s", s.as_dict())
     embed_source(cache_dir, PBK_SOURCE, encoder=enc, progress=False)
     for spec in specs:
@@ -114,7 +112,7 @@ def build_knowledge(specs: list[dict], data_root: Path, cache_dir: Path, encoder
         names = {"pbk": PBK_SOURCE, "rules": None, "llm": None}
         if files:
             rules = f"tcga-{b['cohort']}-rules"
-            s = api.build_reports(files, rules, backend="rules", cache_dir=cache_dir, cancer_type=b["cancer_type"])
+            s = build_reports(files, rules, backend="rules", cache_dir=cache_dir, cancer_type=b["cancer_type"])
             log.info("%s: %s", rules, s.as_dict())
             embed_source(cache_dir, rules, encoder=enc, progress=False)
             names["rules"] = rules

@@ -50,8 +50,8 @@ class DemoResult:
 
 def build_demo_knowledge(cohort, cache_dir: Path, log: Callable[[str], None] = print) -> dict[str, float]:
     """Rules-backend knowledge + default-encoder embeddings for a synthetic cohort."""
-    from kemm.knowledge.api import build_pbk, build_reports
-    from kemm.knowledge.embed import embed_source, load_encoder
+    from kemm.knowledge import build_pbk, build_reports
+    from kemm.knowledge import embed_source, load_encoder
 
     t: dict[str, float] = {}
     t0 = time.perf_counter()

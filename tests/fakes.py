@@ -5,7 +5,7 @@ import json
 import time
 from typing import Any
 
-from kemm.knowledge.backends.base import GenerationResult
+from kemm.knowledge.generate.backends.base import GenerationResult
 
 # A source identity for tests that write records directly.
 IDENTITY = {"task": "refine_report", "prompt_name": "refine_report", "prompt_version": 1, "prompt_sha": "p",

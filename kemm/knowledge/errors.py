@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class KnowledgeError(ValueError):
     """Base of every knowledge-half error that a user can cause or fix."""
+
+
+class EmbeddingError(KnowledgeError):
+    """An embedding set is missing, torn, or does not match the encoder asked for."""

@@ -1,0 +1,16 @@
+"""``kemm-knowledge``: the knowledge half's command line (entry point ``kemm.knowledge.cli:app``).
+
+One module per command group, each registering its commands on the shared ``app`` of
+``common``: ``build``; ``inspect`` (ls, show); ``embed``; ``review`` (audit, diff);
+``importing`` (import). They are imported here in the order ``--help`` lists them.
+
+May import every room of the knowledge half; never ``kemm.model``.
+"""
+from __future__ import annotations
+
+from kemm.knowledge.cli import build, embed, importing, inspect, review
+from kemm.knowledge.cli.common import app
+
+COMMAND_MODULES = (build, inspect, embed, review, importing)  # imported for their @app.command registrations
+
+__all__ = ["app"]

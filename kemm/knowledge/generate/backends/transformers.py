@@ -1,0 +1,232 @@
+"""``transformers`` backend: any local chat checkpoint, CPU or GPU, schema-constrained.
+
+One batched ``model.generate`` per call (left padding), the tokenizer's chat
+template, and xgrammar's transformers logits processor so that every token
+keeps the output inside the task's JSON schema (see ``grammar.py`` for what
+the decoder schema tightens).  The checkpoint is read from a local directory
+only (``local_files_only=True``): no hub access, ever.
+
+Sampling: kemm's sampling dict defines the generation completely; knobs it
+does not set take neutral values (no top-k, no repetition penalty), not the
+checkpoint's ``generation_config.json`` defaults, so a result depends on the
+recorded parameters only.  ``temperature == 0`` means greedy decoding.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from jinja2 import TemplateError
+from pydantic import BaseModel
+
+from kemm.knowledge.generate.backends.base import BackendError, GenerationRequest, GenerationResult, register
+from kemm.knowledge.generate.backends.grammar import compile_xgrammar
+from kemm.knowledge.generate.backends.options import check_options, check_sampling, checkpoint_dir, checkpoint_revision, lib_version
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        revision: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+    ) -> None:
+        import torch  # lazy: heavy; only when a local model runs
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # lazy: heavy
+
+        self.path = checkpoint_dir(model, self.name)
+        self.revision = revision or checkpoint_revision(self.path)
+        self.device = _resolve_device(device, torch)
+        torch_dtype = _resolve_dtype(dtype, self.device, torch)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True, padding_side="left")
+            self.model = AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True, dtype=torch_dtype)
+        except (OSError, ValueError) as e:
+            raise BackendError(f"cannot load the checkpoint in {self.path}: {e}") from e
+        self.model.to(self.device).eval()
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise BackendError(
+                f"{self.path}: the tokenizer has no chat template; use an instruct/chat checkpoint "
+                "(tokenizer_config.json 'chat_template' or chat_template.jinja)"
+            )
+        self.tokenizer.padding_side = "left"
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token_id = self.eos_ids[0]
+        self._compiler: Any = None
+        self._grammars: dict[str, Any] = {}
+        self._merge_system = False
+
+    # -- protocol -----------------------------------------------------------------
+
+    def generate(
+        self, requests: list[GenerationRequest], schema: type[BaseModel], sampling: dict[str, Any]
+    ) -> list[GenerationResult]:
+        import torch  # lazy: heavy; only when a local model runs
+        from transformers import GenerationConfig, LogitsProcessorList  # lazy: heavy
+        from xgrammar.contrib.hf import LogitsProcessor  # lazy: heavy (torch)
+
+        if not requests:
+            return []
+        check_sampling(self.name, sampling)
+        gen_kwargs = generation_kwargs(sampling, self.eos_ids, self.tokenizer.pad_token_id)
+        texts = [self._chat_text(r.messages) for r in requests]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        grammar = self._grammar(schema)
+        if sampling.get("seed") is not None:
+            torch.manual_seed(int(sampling["seed"]))
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc,
+                generation_config=GenerationConfig(**gen_kwargs),
+                # One processor per call: it holds per-row grammar matchers.
+                logits_processor=LogitsProcessorList([LogitsProcessor(grammar)]),
+            )
+        per_item = (time.perf_counter() - t0) / len(requests)
+        new = out[:, enc["input_ids"].shape[1] :].tolist()
+        results = []
+        meta = {"generation_config": gen_kwargs}
+        for row in new:
+            stop = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
+            toks = row if stop is None else row[:stop]
+            toks = [t for t in toks if t != self.tokenizer.pad_token_id]
+            results.append(
+                GenerationResult(
+                    text=self.tokenizer.decode(toks, skip_special_tokens=True),
+                    finish_reason="stop" if stop is not None else "length",
+                    latency_s=per_item,
+                    meta={**meta, "completion_tokens": len(toks)},
+                )
+            )
+        return results
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_id": self.path.name,
+            "model_revision": self.revision,
+            "model_path": str(self.path),
+            "device": str(self.device),
+            "dtype": str(self.model.dtype).replace("torch.", ""),
+            "constrained_decoding": "xgrammar (transformers logits processor, any_whitespace=False)",
+            "sampling_rule": "kemm sampling defines generation; unset knobs neutral (top_k=0, repetition_penalty=1, "
+            "not the checkpoint defaults); temperature 0 = greedy",
+            "eos_token_ids": self.eos_ids,
+            "checkpoint_generation_config": _jsonable(self.model.generation_config.to_diff_dict()),
+            "libraries": {d: lib_version(d) for d in ("transformers", "torch", "xgrammar", "tokenizers")},
+        }
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
+        self._grammars.clear()
+        try:
+            import torch  # lazy: heavy; only when a local model runs
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _chat_text(self, messages: list[dict[str, str]]) -> str:
+        msgs = _merge_system(messages) if self._merge_system else messages
+        try:
+            return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        except TemplateError:
+            # Some templates (Gemma, Mistral v1) refuse a system role: fold it into the first user turn.
+            if self._merge_system or messages[0]["role"] != "system":
+                raise
+            self._merge_system = True
+            return self._chat_text(messages)
+
+    def _grammar(self, schema: type[BaseModel]) -> Any:
+        import xgrammar as xgr  # lazy: heavy (torch)
+
+
+        key = f"{schema.__module__}.{schema.__qualname__}"
+        if key not in self._grammars:
+            if self._compiler is None:
+                vocab = self.model.get_output_embeddings().weight.shape[0]
+                info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab, stop_token_ids=self.eos_ids)
+                self._compiler = xgr.GrammarCompiler(info)
+            self._grammars[key] = compile_xgrammar(self._compiler, schema)
+        return self._grammars[key]
+
+
+def generation_kwargs(sampling: dict[str, Any], eos_ids: list[int], pad_id: int | None) -> dict[str, Any]:
+    """kemm sampling → a complete ``GenerationConfig`` (every sampling knob explicit)."""
+    temperature = float(sampling.get("temperature", 0.0) or 0.0)
+    do_sample = temperature > 0
+    kw: dict[str, Any] = {
+        "max_new_tokens": int(sampling.get("max_tokens", 1024)),
+        "do_sample": do_sample,
+        "num_beams": 1,
+        "repetition_penalty": float(sampling.get("repetition_penalty", 1.0)),
+        "eos_token_id": list(eos_ids),
+        "pad_token_id": pad_id,
+    }
+    if do_sample:
+        kw.update(
+            temperature=temperature,
+            top_p=float(sampling.get("top_p", 1.0)),
+            top_k=int(sampling.get("top_k", 0) or 0),
+        )
+        if sampling.get("min_p") is not None:
+            kw["min_p"] = float(sampling["min_p"])
+    # Greedy needs no warpers (temperature/top-p/top-k apply to sampling only).
+    return kw
+
+
+def _resolve_device(device: str | None, torch: Any) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendError(f"--device {device}: CUDA is not available here; use --device cpu")
+    return device
+
+
+def _resolve_dtype(dtype: str | None, device: str, torch: Any) -> Any:
+    if dtype == "auto":
+        return "auto"  # the checkpoint's own dtype
+    if dtype is None:
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in table:
+        raise BackendError(f"--dtype {dtype!r}: expected one of {sorted(table) + ['auto']}")
+    return table[dtype]
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: list[int] = []
+    for src in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
+        if src is None:
+            continue
+        for i in src if isinstance(src, (list, tuple)) else [src]:
+            if i not in ids:
+                ids.append(int(i))
+    if not ids:
+        raise BackendError("the checkpoint defines no eos token (generation_config.json or tokenizer)")
+    return ids
+
+
+def _merge_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    if not messages or messages[0]["role"] != "system" or len(messages) < 2:
+        return messages
+    first = {"role": messages[1]["role"], "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}
+    return [first] + list(messages[2:])
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(d, default=str))
+
+
+@register("transformers")
+def create(**options: Any) -> TransformersBackend:
+    check_options("transformers", options, ("model", "revision", "device", "dtype"))
+    return TransformersBackend(**options)
