@@ -8,7 +8,12 @@ May import every room of the knowledge half; never ``kemm.model``.
 """
 from __future__ import annotations
 
-from kemm.knowledge.cli import build, embed, importing, inspect, review
+# Registration order = the order ``--help`` lists the commands; keep these lines in this order.
+from kemm.knowledge.cli import build  # isort: skip
+from kemm.knowledge.cli import inspect  # isort: skip
+from kemm.knowledge.cli import embed  # isort: skip
+from kemm.knowledge.cli import review  # isort: skip
+from kemm.knowledge.cli import importing  # isort: skip
 from kemm.knowledge.cli.common import app
 
 COMMAND_MODULES = (build, inspect, embed, review, importing)  # imported for their @app.command registrations

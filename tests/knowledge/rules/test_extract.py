@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import SHARED_DATA
 from kemm.knowledge.generate.backends.base import BackendError, GenerationRequest
@@ -121,8 +122,18 @@ def test_statements_and_summary_are_built_from_facts():
     assert extract_report("").summary == NOTHING_FOUND
 
 
-def test_extraction_is_deterministic():
-    assert extract_report(BLADDER).model_dump_json() == extract_report(BLADDER).model_dump_json()
+def test_extraction_values_and_layout_independence():
+    """Every structured field of the bladder report, and the same output whatever the line breaks."""
+    rep = extract_report(BLADDER)
+    assert rep.model_dump(exclude={"key_statements", "summary"}) == {
+        "histologic_type": "urothelial carcinoma", "grade": "high grade", "pT": "T2a", "pN": "N1", "pM": "MX",
+        "stage_group": NR, "tumor_size": "3.5 cm", "nodes_positive": 2, "nodes_examined": 14,
+        "margin_status": "negative", "lymphovascular_invasion": "absent", "perineural_invasion": "present",
+    }
+    assert rep.summary == ("Urothelial carcinoma, high grade, pT2a N1 MX, tumour size 3.5 cm, 2/14 lymph nodes "
+                           "positive, margins negative, lymphovascular invasion absent, perineural invasion present.")
+    reflowed = "  \n ".join(BLADDER.split())  # OCR line breaks and spacing differ between scans
+    assert extract_report(reflowed) == rep
 
 
 # --------------------------------------------------------------------------- faithfulness
@@ -248,6 +259,10 @@ def _t_number(t: str) -> str:
     return re.sub(r"[a-d]$", "", t)
 
 
+# Observed (af49b2a extractor, shared TCGA files): T 0.965 of 945 pairs, grade 0.921 of 1422 pairs.
+POOLED_MIN_PAIRS, POOLED_MIN_T, POOLED_MIN_GRADE = 500, 0.9, 0.85
+
+
 @pytest.mark.realdata
 def test_agreement_with_report_files():
     files = sorted(REPORTS_DIR.glob("*.csv")) if REPORTS_DIR.is_dir() else []
@@ -256,6 +271,8 @@ def test_agreement_with_report_files():
     csv.field_size_limit(2**31 - 1)
     n_reports, seconds = 0, 0.0
     lines = []
+    all_t: list[tuple[str, str]] = []
+    all_g: list[tuple[str, str]] = []
     for path in files:
         with open(path, encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))[:MAX_ROWS_PER_FILE]
@@ -269,6 +286,8 @@ def test_agreement_with_report_files():
                    if rep.grade != NR and (fg := file_grade(r.get("grade", "")))]
         for rep in reports:  # every output is schema-valid JSON
             RefinedReport.model_validate_json(rep.model_dump_json())
+        all_t += t_pairs
+        all_g += g_pairs
         t_exact = sum(a == b for a, b in t_pairs) / max(len(t_pairs), 1)
         t_num = sum(_t_number(a) == _t_number(b) for a, b in t_pairs) / max(len(t_pairs), 1)
         g_rate = sum(grade_agrees(a, b) for a, b in g_pairs) / max(len(g_pairs), 1)
@@ -278,6 +297,12 @@ def test_agreement_with_report_files():
             assert t_num >= 0.6, f"{path.name}: T agreement {t_num:.2f} < 0.6"
         if len(g_pairs) >= 10:
             assert g_rate >= 0.6, f"{path.name}: grade agreement {g_rate:.2f} < 0.6"
+    # Pooled over every file: the extractor must find T and grade often and agree with the files' columns.
+    t_pooled = sum(_t_number(a) == _t_number(b) for a, b in all_t) / max(len(all_t), 1)
+    g_pooled = sum(grade_agrees(a, b) for a, b in all_g) / max(len(all_g), 1)
+    print(f"pooled: T n={len(all_t)} number={t_pooled:.3f}  grade n={len(all_g)} agree={g_pooled:.3f}")
+    assert len(all_t) >= POOLED_MIN_PAIRS and len(all_g) >= POOLED_MIN_PAIRS, (len(all_t), len(all_g))
+    assert t_pooled >= POOLED_MIN_T and g_pooled >= POOLED_MIN_GRADE, (t_pooled, g_pooled)
     print("\nrules extractor vs the files' own stage/grade columns")
     print("\n".join(lines))
     print(f"throughput: {n_reports / max(seconds, 1e-9):.0f} reports/s of CPU time ({n_reports} reports)")
@@ -359,6 +384,10 @@ def test_pbk_table_covers_required_types_and_validates():
         assert len(pk.statements()) == len(pk.prognostic_factors) + 3
 
 
+REQUIRED_PBK_ALL = ["BLCA", "BRCA", "CESC", "COADREAD", "GBMLGG", "HNSC", "KIRC", "LIHC", "LUAD", "LUSC", "OV", "PAAD",
+                    "PRAD", "SKCM", "STAD", "UCEC"]
+
+
 def test_pbk_through_repair_loop():
     be = create_backend("rules")
     reqs = [GenerationRequest(messages=[], inputs={"cancer_type": ct, "cancer_name": ""})
@@ -370,9 +399,17 @@ def test_pbk_through_repair_loop():
     gbm = {f["name"] for f in outs[REQUIRED_PBK.index("GBMLGG")].output["prognostic_factors"]}
     assert {"IDH mutation", "1p/19q codeletion", "MGMT promoter methylation"} <= gbm
     failed = outs[-1]
-    assert failed.output is None and any("known types" in e and "BLCA" in e for e in failed.errors)
+    why = ("backend error: no curated prognostic knowledge for cancer type 'NOPE'; known types: "
+           + ", ".join(REQUIRED_PBK_ALL) + " (add an entry to kemm/knowledge/rules/pbk_curated.yaml or use an LLM backend)")
+    assert failed.output is None and failed.attempts == 2
+    assert failed.errors == [f"attempt 1: {why}", f"attempt 2: {why}"]
 
 
 def test_pbk_data_file_ships_with_package():
     path = Path(str(resources.files("kemm.knowledge.rules").joinpath("pbk_curated.yaml")))
-    assert path.is_file()
+    table = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert sorted(table) == REQUIRED_PBK_ALL == pbk_cancer_types()
+    for ct, entry in table.items():
+        assert PrognosticKnowledge.model_validate({"cancer_type": ct, **entry}).cancer_type == ct
+    pyproject = (Path(__file__).resolve().parents[3] / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"kemm.knowledge.rules" = ["*.yaml"]' in pyproject  # shipped in the wheel, not only in a checkout
