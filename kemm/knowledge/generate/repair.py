@@ -94,7 +94,6 @@ def generate_validated(
     convs = [list(r.messages) for r in requests]
     attempts = [0] * len(requests)
     latency = [0.0] * len(requests)
-    last: list[GenerationResult | None] = [None] * len(requests)
     errors: list[list[str]] = [[] for _ in requests]
     pending = list(range(len(requests)))
     while pending:
@@ -113,7 +112,6 @@ def generate_validated(
         for i, res in zip(pending, results):
             attempts[i] += 1
             latency[i] += res.latency_s or wall / max(len(batch), 1)
-            last[i] = res
             if res.error:
                 errs = [f"backend error: {res.error}"]
                 obj = None

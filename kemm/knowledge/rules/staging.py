@@ -50,7 +50,6 @@ def ocr_digit(ch: str) -> str:
 
 
 # -- grade ---------------------------------------------------------------------------------
-GRADE_CODES = ("G1", "G2", "G3", "G4")
 LOW_GRADE, HIGH_GRADE = "low grade", "high grade"
 DIFFERENTIATION_GRADE = {"well": 1, "moderately": 2, "poorly": 3, "un": 4}  # "un" = undifferentiated
 # What a two-tier grade counts as on the G1-G4 scale (numeric covariates only).
