@@ -7,13 +7,16 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import yaml
+
 from kemm.cli import app
+from kemm.knowledge import build_reports
+from kemm.model.data.synthetic import make_synthetic_cohort
+from kemm.pipelines import run_demo
 
 
 @pytest.mark.slow
 def test_demo_pipeline_and_cli(tmp_path):
-    from kemm.pipelines import run_demo
-
     res = run_demo(tmp_path / "demo", n_patients=80, epochs=1, progress=False, log=lambda m: None)
     metrics = json.loads((res.run_dir / "metrics.json").read_text())
     assert set(metrics) == {"kemm", "kemm_noknow", "abmil", "snn", "mcat", "text", "coxph"}
@@ -42,3 +45,20 @@ def test_cli_errors_name_the_key(tmp_path):
     assert r.exit_code == 2 and "data.cohrt" in " ".join(r.output.split())  # rich wraps lines
     r = CliRunner().invoke(app, ["evaluate", str(tmp_path)])
     assert r.exit_code == 2 and "not a run directory" in " ".join(r.output.split())
+
+
+@pytest.mark.parametrize("built", [False, True], ids=["missing-source", "never-embedded"])
+def test_train_with_unusable_knowledge_source_is_one_line_exit_2(tmp_path, built):
+    syn = make_synthetic_cohort(tmp_path / "data", n_patients=30, seed=0, patches=(2, 4), wsi_dim=4)
+    cache = tmp_path / "cache"
+    if built:  # a source whose statements were never embedded
+        build_reports(syn.reports_csv, "src", backend="rules", cache_dir=cache, cancer_type=syn.cancer_type)
+    cfg = {"name": "k", "output_dir": str(tmp_path / "run"),
+           "data": {"cohort": str(syn.cohort_csv), "genomics": {"groups": "none"}, "clinical": ["age"]},
+           "knowledge": {"report": "src", "cache_dir": str(cache)}, "models": [{"name": "text"}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "c.yaml"), "--quiet"])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit)
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "src" in lines[0], lines

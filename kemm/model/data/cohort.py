@@ -145,28 +145,9 @@ def load_cohort(
     out = pd.DataFrame(index=pd.Index(pd.unique(df[cm.case_id]), name="case_id"))
     grouped = df.groupby(cm.case_id, sort=False)
 
-    if optional["slide_id"]:
-        sid = df[optional["slide_id"]]
-        dup = df.loc[sid.notna() & sid.duplicated(keep=False), optional["slide_id"]]
-        if len(dup):
-            raise DataError(
-                f"{path_s}: duplicate slide id(s) in column {optional['slide_id']!r}: "
-                f"{sorted(set(dup.astype(str)))[:5]}; each slide must appear once"
-            )
-        out["slide_ids"] = grouped[optional["slide_id"]].agg(lambda s: [str(x) for x in s if pd.notna(x)])
-    else:
-        out["slide_ids"] = [[] for _ in range(len(out))]
-
+    out["slide_ids"] = _slide_ids(df, grouped, optional["slide_id"], len(out), path_s)
     if has_labels:
-        out["time"] = _patient_value(grouped, time_col, path_s, numeric=True)
-        raw_ev = _patient_value(grouped, event_col or cens_col, path_s, numeric=True)
-        bad = raw_ev[~raw_ev.isin([0, 1])]
-        if len(bad):
-            raise DataError(
-                f"{path_s}: column {(event_col or cens_col)!r} must be 0/1, case {bad.index[0]!r} has {bad.iloc[0]!r}"
-            )
-        out["event"] = (raw_ev if event_col else 1 - raw_ev).astype(int)
-        _check_times(out["time"], time_col, path_s)
+        out["time"], out["event"] = _labels(grouped, time_col, event_col, cens_col, path_s)
     if optional["cancer_type"]:
         out["cancer_type"] = grouped[optional["cancer_type"]].first().astype(str).str.upper()
     else:
@@ -179,6 +160,33 @@ def load_cohort(
         # Genomic values are per patient; the first slide row carries them.
         out = out.join(grouped[omics].first().apply(pd.to_numeric, errors="coerce"))
     return Cohort(out, path_s, has_labels)
+
+
+def _slide_ids(df: pd.DataFrame, grouped, col: str | None, n: int, path_s: str) -> list | pd.Series:
+    """Per patient, the list of its slide ids (every slide id must appear once)."""
+    if not col:
+        return [[] for _ in range(n)]
+    sid = df[col]
+    dup = df.loc[sid.notna() & sid.duplicated(keep=False), col]
+    if len(dup):
+        raise DataError(
+            f"{path_s}: duplicate slide id(s) in column {col!r}: "
+            f"{sorted(set(dup.astype(str)))[:5]}; each slide must appear once"
+        )
+    return grouped[col].agg(lambda s: [str(x) for x in s if pd.notna(x)])
+
+
+def _labels(grouped, time_col: str, event_col: str | None, cens_col: str | None, path_s: str) -> tuple[pd.Series, pd.Series]:
+    """Per patient follow-up time and event (1 = observed), from an event or a censorship column."""
+    time = _patient_value(grouped, time_col, path_s, numeric=True)
+    raw_ev = _patient_value(grouped, event_col or cens_col, path_s, numeric=True)
+    bad = raw_ev[~raw_ev.isin([0, 1])]
+    if len(bad):
+        raise DataError(
+            f"{path_s}: column {(event_col or cens_col)!r} must be 0/1, case {bad.index[0]!r} has {bad.iloc[0]!r}"
+        )
+    _check_times(time, time_col, path_s)
+    return time, (raw_ev if event_col else 1 - raw_ev).astype(int)
 
 
 def _patient_value(grouped, col: str, path: str, numeric: bool) -> pd.Series:

@@ -63,7 +63,7 @@ def load_table(cache_dir: Path | str, source: str, encoder: str | None = None) -
     try:
         emb = knowledge.read_embeddings(cache_dir, source, encoder_id=encoder)
     except knowledge.KnowledgeError as e:
-        raise DataError(f"knowledge source {source!r} in {cache_dir}: {e}") from None
+        raise DataError(str(e)) from None  # the message already names the source and the cache
     return as_table(emb, source)
 
 

@@ -184,6 +184,78 @@ def _report_text(rng: np.random.Generator, case_id: str, f: pd.Series, noise: fl
 
 
 # -- generator -----------------------------------------------------------------------
+def _genomics(rng: np.random.Generator, n: int, z_gen: np.ndarray, genes_per_group: int, signal_groups: int,
+              coverage: float) -> tuple[list[list[str]], pd.DataFrame]:
+    """Gene names per family and the ``<GENE>_rnaseq`` table ``[n, families * genes]`` (NaN rows = no genomics)."""
+    # signal groups carry z_gen, the rest is noise
+    n_groups = len(FAMILIES)
+    genes = [[f"SY{g + 1}G{j + 1:02d}" for j in range(genes_per_group)] for g in range(n_groups)]
+    gen = {}
+    for g in range(n_groups):
+        load = rng.choice([-1.0, 1.0], genes_per_group) * rng.uniform(0.6, 1.0, genes_per_group)
+        for j, name in enumerate(genes[g]):
+            x = rng.normal(size=n)
+            if g < signal_groups:
+                x = x * 0.8 + load[j] * z_gen
+            gen[f"{name}_rnaseq"] = np.round(x, 4)
+    gen_df = pd.DataFrame(gen)
+    gen_df.loc[rng.uniform(size=n) >= coverage, :] = np.nan
+
+    return genes, gen_df
+
+
+def _write_slides(rng: np.random.Generator, feat_dir: Path, case_ids: list[str], z_wsi: np.ndarray, wsi_dim: int,
+                  patches: tuple[int, int], multi_slide_fraction: float, wsi_coverage: float) -> tuple[list[dict], np.ndarray]:
+    """Write every slide's features (``.pt`` and ``.h5`` alternately); returns the slide rows and WSI presence ``[n]``."""
+    n = len(case_ids)
+    # WSI: background clusters + a high-risk cluster whose share grows with z_wsi
+    centers = rng.normal(size=(5, wsi_dim)) * 1.5
+    risk_center = rng.normal(size=wsi_dim) * 2.0
+    n_slides = np.where(rng.uniform(size=n) < multi_slide_fraction, 2, 1)
+    has_wsi = rng.uniform(size=n) < wsi_coverage
+    rows = []
+    k_file = 0
+    for i, case in enumerate(case_ids):
+        frac = float(_sigmoid(1.6 * z_wsi[i] - 1.2))
+        if not has_wsi[i]:
+            rows.append({"case_id": case, "slide_id": ""})
+            continue
+        for s in range(n_slides[i]):
+            sid = f"{case}-01Z-00-DX{s + 1}.{rng.integers(16**8):08X}"
+            n_p = int(rng.integers(patches[0], patches[1] + 1)) // n_slides[i]
+            is_risk = rng.uniform(size=n_p) < frac
+            base = centers[rng.integers(0, len(centers), n_p)]
+            x = np.where(is_risk[:, None], risk_center, base) + rng.normal(size=(n_p, wsi_dim))
+            x = x.astype(np.float32)
+            if k_file % 2 == 0:
+                torch.save(torch.from_numpy(x), feat_dir / f"{sid}.pt")
+            else:
+                with h5py.File(feat_dir / f"{sid}.h5", "w") as h:
+                    h.create_dataset("features", data=x)
+                    h.create_dataset("coords", data=rng.integers(0, 50000, size=(n_p, 2)).astype(np.int32))
+            k_file += 1
+            rows.append({"case_id": case, "slide_id": f"{sid}.svs"})
+
+    return rows, has_wsi
+
+
+def _write_reports(rng: np.random.Generator, root: Path, case_ids: list[str], z_rep: np.ndarray, report_coverage: float,
+                   ocr_noise: float, omit_field: float) -> tuple[Path, pd.DataFrame, np.ndarray]:
+    """True report fields, the noisy report texts (``reports.csv``) and report presence ``[n]``."""
+    n = len(case_ids)
+    fields = _report_fields(rng, z_rep)
+    rep_rows = []
+    has_report = rng.uniform(size=n) < report_coverage
+    for i, case in enumerate(case_ids):
+        if has_report[i]:
+            text = _report_text(rng, case, fields.iloc[i], ocr_noise, omit_field)
+            rep_rows.append({"pdf_file_name_path": f"{case}.{rng.integers(16**12):012X}.pdf", "ocr_text": text})
+    reports_csv = root / "reports.csv"
+    pd.DataFrame(rep_rows).to_csv(reports_csv, index=False)
+
+    return reports_csv, fields, has_report
+
+
 def make_synthetic_cohort(
     out_dir: Path | str,
     n_patients: int = 300,
@@ -230,47 +302,9 @@ def make_synthetic_cohort(
     t_true = _weibull_times(rng, eta)
     time, censored = _censor(rng, t_true, censoring)
 
-    # genomics: signal groups carry z_gen, the rest is noise
-    n_groups = len(FAMILIES)
-    genes = [[f"SY{g + 1}G{j + 1:02d}" for j in range(genes_per_group)] for g in range(n_groups)]
-    gen = {}
-    for g in range(n_groups):
-        load = rng.choice([-1.0, 1.0], genes_per_group) * rng.uniform(0.6, 1.0, genes_per_group)
-        for j, name in enumerate(genes[g]):
-            x = rng.normal(size=n)
-            if g < signal_groups:
-                x = x * 0.8 + load[j] * z_gen
-            gen[f"{name}_rnaseq"] = np.round(x, 4)
-    gen_df = pd.DataFrame(gen)
-    gen_df.loc[rng.uniform(size=n) >= genomics_coverage, :] = np.nan
+    genes, gen_df = _genomics(rng, n, z_gen, genes_per_group, signal_groups, genomics_coverage)
 
-    # WSI: background clusters + a high-risk cluster whose share grows with z_wsi
-    centers = rng.normal(size=(5, wsi_dim)) * 1.5
-    risk_center = rng.normal(size=wsi_dim) * 2.0
-    n_slides = np.where(rng.uniform(size=n) < multi_slide_fraction, 2, 1)
-    has_wsi = rng.uniform(size=n) < wsi_coverage
-    rows = []
-    k_file = 0
-    for i, case in enumerate(case_ids):
-        frac = float(_sigmoid(1.6 * z_wsi[i] - 1.2))
-        if not has_wsi[i]:
-            rows.append({"case_id": case, "slide_id": ""})
-            continue
-        for s in range(n_slides[i]):
-            sid = f"{case}-01Z-00-DX{s + 1}.{rng.integers(16**8):08X}"
-            n_p = int(rng.integers(patches[0], patches[1] + 1)) // n_slides[i]
-            is_risk = rng.uniform(size=n_p) < frac
-            base = centers[rng.integers(0, len(centers), n_p)]
-            x = np.where(is_risk[:, None], risk_center, base) + rng.normal(size=(n_p, wsi_dim))
-            x = x.astype(np.float32)
-            if k_file % 2 == 0:
-                torch.save(torch.from_numpy(x), feat_dir / f"{sid}.pt")
-            else:
-                with h5py.File(feat_dir / f"{sid}.h5", "w") as h:
-                    h.create_dataset("features", data=x)
-                    h.create_dataset("coords", data=rng.integers(0, 50000, size=(n_p, 2)).astype(np.int32))
-            k_file += 1
-            rows.append({"case_id": case, "slide_id": f"{sid}.svs"})
+    rows, has_wsi = _write_slides(rng, feat_dir, case_ids, z_wsi, wsi_dim, patches, multi_slide_fraction, wsi_coverage)
 
     pat = pd.DataFrame(
         {
@@ -293,15 +327,7 @@ def make_synthetic_cohort(
     sig_csv = root / "signatures.csv"
     sig.to_csv(sig_csv, index=False)
 
-    fields = _report_fields(rng, z_rep)
-    rep_rows = []
-    has_report = rng.uniform(size=n) < report_coverage
-    for i, case in enumerate(case_ids):
-        if has_report[i]:
-            text = _report_text(rng, case, fields.iloc[i], ocr_noise, omit_field)
-            rep_rows.append({"pdf_file_name_path": f"{case}.{rng.integers(16**12):012X}.pdf", "ocr_text": text})
-    reports_csv = root / "reports.csv"
-    pd.DataFrame(rep_rows).to_csv(reports_csv, index=False)
+    reports_csv, fields, has_report = _write_reports(rng, root, case_ids, z_rep, report_coverage, ocr_noise, omit_field)
 
     truth = pd.concat(
         [

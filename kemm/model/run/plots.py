@@ -15,20 +15,33 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from kemm._io import atomic_path  # noqa: E402
+
 
 def km_risk_groups(preds: pd.DataFrame, out_path: Path | str, title: str = "") -> dict:
-    """Plot KM curves of ``risk_group`` (high/low) from out-of-fold predictions.
+    """Plot KM curves of ``risk_group`` (high/low) from out-of-fold predictions to a PNG.
 
     Args:
         preds: columns ``time``, ``event`` (1 = event), ``risk``, ``train_median_risk``.
-        out_path: PNG path.
+        out_path: PNG path (written atomically).
 
     Returns:
         ``{"path", "logrank_p", "n_low", "n_high"}``.
     """
-    from lifelines import KaplanMeierFitter
-    from lifelines.plotting import add_at_risk_counts
-    from lifelines.statistics import logrank_test
+    fig, info = km_figure(preds, title)
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return {"path": str(out_path), **info}
+
+
+def km_figure(preds: pd.DataFrame, title: str = "") -> tuple[plt.Figure, dict]:
+    """The KM figure of :func:`km_risk_groups` (one curve per non-empty risk group) and
+    ``{"logrank_p", "n_low", "n_high"}``; the caller closes the figure."""
+    from lifelines import KaplanMeierFitter  # lazy: lifelines adds ~1 s to import; only plotting needs it
+    from lifelines.plotting import add_at_risk_counts  # lazy: as above
+    from lifelines.statistics import logrank_test  # lazy: as above
 
     df = preds.dropna(subset=["time", "event", "risk"])
     high = df["risk"].to_numpy() > df["train_median_risk"].to_numpy()
@@ -59,10 +72,4 @@ def km_risk_groups(preds: pd.DataFrame, out_path: Path | str, title: str = "") -
     if fitters:
         add_at_risk_counts(*fitters, ax=ax, rows_to_show=["At risk"])
     fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(out_path)
-    return {"path": str(out_path), "logrank_p": p, "n_low": int((~high).sum()), "n_high": int(high.sum())}
+    return fig, {"logrank_p": p, "n_low": int((~high).sum()), "n_high": int(high.sum())}

@@ -3,7 +3,6 @@ invariance, determinism, streaming (chunked) attention and gradient flow. Small 
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -294,12 +293,18 @@ def test_100k_patches_streams_in_chunks(monkeypatch) -> None:
     batch["wsi"] = torch.randn(1, n, 64)
     batch["wsi_mask"] = torch.ones(1, n, dtype=torch.bool)
     batch["omics"] = [torch.randn(1, 5)]
-    t0 = time.perf_counter()
     with torch.no_grad():
         out = model(batch)
     assert torch.isfinite(out["logits"]).all()
     assert sum(seen) == n and max(seen) <= 4096  # WSI attention never saw more than one chunk
-    assert time.perf_counter() - t0 < 30
+    # Streaming is exact: one chunk holding every patch gives the same logits.
+    monkeypatch.setattr(kecm_mod.StreamingCrossAttention, "_chunk_stats", orig)
+    for m in model.modules():
+        if isinstance(m, kecm_mod.StreamingCrossAttention):
+            m.chunk_size = n
+    with torch.no_grad():
+        whole = model(batch)
+    torch.testing.assert_close(out["logits"], whole["logits"], rtol=1e-4, atol=1e-5)
 
 
 # -- gradients ---------------------------------------------------------------------------
