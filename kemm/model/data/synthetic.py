@@ -256,6 +256,29 @@ def _write_reports(rng: np.random.Generator, root: Path, case_ids: list[str], z_
     return reports_csv, fields, has_report
 
 
+def _write_cohort(root: Path, rows: list[dict], case_ids: list[str], time: np.ndarray, censored: np.ndarray,
+                  cancer_type: str, age: np.ndarray, female: np.ndarray, gen_df: pd.DataFrame) -> Path:
+    """``cohort.csv``: one row per slide (a patient without slides has one row, empty slide id)."""
+    pat = pd.DataFrame(
+        {
+            "case_id": case_ids,
+            "survival_months": time,
+            "censorship": censored,
+            "oncotree_code": cancer_type,
+            "age": age.astype(int),
+            "is_female": female,
+        }
+    )
+    pat = pd.concat([pat, gen_df], axis=1)
+    cohort = pd.DataFrame(rows).merge(pat, on="case_id", how="left")
+    cohort["slide_id"] = cohort["slide_id"].replace("", np.nan)
+    cohort = cohort[["case_id", "slide_id"] + [c for c in pat.columns if c != "case_id"]]
+    cohort_csv = root / "cohort.csv"
+    cohort.to_csv(cohort_csv, index=False)
+    return cohort_csv
+
+
+
 def make_synthetic_cohort(
     out_dir: Path | str,
     n_patients: int = 300,
@@ -306,22 +329,7 @@ def make_synthetic_cohort(
 
     rows, has_wsi = _write_slides(rng, feat_dir, case_ids, z_wsi, wsi_dim, patches, multi_slide_fraction, wsi_coverage)
 
-    pat = pd.DataFrame(
-        {
-            "case_id": case_ids,
-            "survival_months": time,
-            "censorship": censored,
-            "oncotree_code": cancer_type,
-            "age": age.astype(int),
-            "is_female": female,
-        }
-    )
-    pat = pd.concat([pat, gen_df], axis=1)
-    cohort = pd.DataFrame(rows).merge(pat, on="case_id", how="left")
-    cohort["slide_id"] = cohort["slide_id"].replace("", np.nan)
-    cohort = cohort[["case_id", "slide_id"] + [c for c in pat.columns if c != "case_id"]]
-    cohort_csv = root / "cohort.csv"
-    cohort.to_csv(cohort_csv, index=False)
+    cohort_csv = _write_cohort(root, rows, case_ids, time, censored, cancer_type, age, female, gen_df)
 
     sig = pd.DataFrame({fam: genes[g] for g, fam in enumerate(FAMILIES)})
     sig_csv = root / "signatures.csv"
