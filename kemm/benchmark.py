@@ -19,7 +19,6 @@ public functions.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from pathlib import Path
@@ -28,6 +27,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from scipy import stats
+
+from kemm.knowledge import build_pbk, build_reports, embed_source, import_file, load_encoder
+from kemm.model.run.config import apply_overrides, parse_config
+from kemm.model.run.rundir import RunDir
+from kemm.model.run.train import run_experiment
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +100,6 @@ def load_cohort_specs(exp_dir: Path, cohorts: list[str] | None = None) -> tuple[
 # -- knowledge ---------------------------------------------------------------------------
 def build_knowledge(specs: list[dict], data_root: Path, cache_dir: Path, encoder: str | None = None) -> dict[str, dict]:
     """Build (or reuse) the rules, imported-LLM and PBK sources; embed them. Returns per-cohort source names."""
-    from kemm.knowledge import build_pbk, build_reports, embed_source, import_file, load_encoder
-
     enc = load_encoder(encoder)  # loaded once, shared by every source
     out: dict[str, dict] = {}
     types = sorted({s["bench"]["cancer_type"] for s in specs})
@@ -129,8 +132,6 @@ def build_knowledge(specs: list[dict], data_root: Path, cache_dir: Path, encoder
 # -- runs --------------------------------------------------------------------------------
 def _experiment_configs(spec: dict, sources: dict, bench_base: dict, data_root: Path, cache_dir: Path,
                         out_dir: Path, overrides: list[str]) -> list[tuple[str, Any]]:
-    from kemm.model.config import apply_overrides, parse_config
-
     b = spec["bench"]
     cfg = _format_paths(spec["config"], data_root=str(data_root))
     cfg = apply_overrides(cfg, overrides)
@@ -166,8 +167,6 @@ def run_benchmark(
     overrides: list[str] | None = None,
     derived_root: Path | None = None,
 ) -> Path:
-    from kemm.model.train import run_experiment
-
     exp_dir, data_root = Path(exp_dir), Path(data_root)
     if not data_root.is_dir():
         raise BenchmarkError(f"--data-root {data_root}: no such folder (expected shared/data/raw)")
@@ -196,8 +195,7 @@ def collect_folds(run_dirs: dict[str, dict[str, Path]]) -> pd.DataFrame:
     rows = []
     for cohort, kinds in run_dirs.items():
         for kind, rd in kinds.items():
-            for p in sorted(Path(rd).glob("folds/*/fold_*/metrics.json")):
-                m = json.loads(p.read_text())
+            for m in RunDir(rd).all_fold_records():
                 rows.append({"cohort": cohort, "experiment": kind, "model": m["model"], "fold": m["fold"],
                              "c_index": m.get("c_index"), "c_index_ipcw": m.get("c_index_ipcw"),
                              "ibs": m.get("ibs"), "td_auc": m.get("td_auc"), "seconds": m.get("seconds")})
@@ -227,8 +225,6 @@ def _ms(x: pd.Series) -> str:
 
 def paired_tests(folds: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     """Fold-wise paired differences a − b per cohort (t-test over 5 folds) and pooled (Wilcoxon)."""
-    from scipy import stats
-
     rows = []
     pooled = []
     for cohort, g in folds.groupby("cohort"):
@@ -268,7 +264,7 @@ def write_results(out_dir: Path, specs: list[dict], run_dirs: dict[str, dict[str
     summary.to_csv(out_dir / "results.csv", index=False)
     coverage = {}
     for c, kinds in run_dirs.items():
-        rj = json.loads((Path(kinds["llm"]) / "run.json").read_text())
+        rj = RunDir(kinds["llm"]).read_run_json()
         coverage[c] = rj.get("coverage", {})
     tests = paired_tests(folds, "kemm", "kemm_noknow") if not folds.empty else pd.DataFrame()
     md = _render_md(summary, coverage, tests, timings, bench_base, cohorts, folds)

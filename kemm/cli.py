@@ -1,21 +1,190 @@
 """kemm: knowledge-enhanced multimodal survival models.
 
 Commands: demo (offline end-to-end run on a synthetic cohort), train, ablate,
-evaluate, predict.  Knowledge building lives in ``kemm-knowledge``.
+evaluate, predict, benchmark, run upgrade.  Knowledge building lives in ``kemm-knowledge``.
+Exit codes: 0 ok, 2 config/data errors (one line naming file, key, case), 1 unexpected errors.
+
+This module spans both halves: it imports ``kemm.model`` modules, the knowledge half
+only through ``kemm.knowledge`` (its public API), and ``kemm.pipelines`` / ``kemm.benchmark``.
 """
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
-from kemm.model.cli import fail, out, print_results, register
+from kemm.benchmark import BenchmarkError, run_benchmark
+from kemm.knowledge import KnowledgeError
+from kemm.model.errors import ModelError
+from kemm.model.run.config import ModelEntry, load_config
+from kemm.model.run.evaluate import LABELS, METRICS, load_run, summarize_run
+from kemm.model.run.predict import predict_run
+from kemm.model.run.rundir import RunDir
+from kemm.model.run.train import run_experiment
+from kemm.model.run.upgrade import upgrade_run
+from kemm.pipelines import run_demo
+
+console = Console(stderr=True)
+# Piped output (logs, CI) gets a fixed width so the results table is not wrapped.
+out = Console() if sys.stdout.isatty() else Console(width=120)
+
+
+def fail(msg: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)  # one line, never wrapped
+    raise typer.Exit(code)
+
+
+def print_results(run_dir: Path, title: str | None = None, folds: bool = False) -> None:
+    """The results table of a run (mean ± std over folds), plus KM plot paths."""
+    cfg, metrics = load_run(run_dir)
+    if not metrics:
+        fail(f"{run_dir}: no finished fold yet")
+    t = Table(title=title or f"{cfg.name}  ({run_dir})", title_justify="left")
+    t.add_column("model")
+    t.add_column("folds", justify="right")
+    for k in METRICS:
+        t.add_column(LABELS[k], justify="right")
+    for m, d in metrics.items():
+        t.add_row(m, str(d["n_folds"]), *[_fmt(d["mean"][k], d["std"][k]) for k in METRICS])
+    out.print(t)
+    if folds:
+        for m, d in metrics.items():
+            ft = Table(title=f"{m}: per fold", title_justify="left")
+            for c in ("fold", "n_train", "n_val", *METRICS, "seconds"):
+                ft.add_column(c, justify="right")
+            for r in d["folds"]:
+                ft.add_row(*[_cell(r.get(c)) for c in ("fold", "n_train", "n_val", *METRICS, "seconds")])
+            out.print(ft)
+    km = RunDir(run_dir).read_km()
+    if km:
+        main = cfg.main if cfg.main in km else next(iter(km), None)
+        if main:
+            p = km[main]["logrank_p"]
+            out.print(f"KM plot ({main}): {km[main]['path']}  (log-rank p = {p:.2e})", highlight=False)
+
+
+def _fmt(m: float, s: float) -> str:
+    return "n/a" if m != m else f"{m:.3f} ± {s:.3f}"
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _run(config: Path, overrides: list[str], output_dir: Optional[Path], restart: bool, models: Optional[str], quiet: bool) -> Path:
+    ov = list(overrides)
+    if output_dir is not None:
+        ov.append(f"output_dir={output_dir}")
+    if quiet:
+        ov.append("train.progress=false")
+    try:
+        cfg = load_config(config, ov)
+        if models:
+            keep = [s.strip() for s in models.split(",") if s.strip()]
+            by_key = {m.key: m for m in cfg.models}
+            cfg.models = [by_key.get(k) or ModelEntry(name=k) for k in keep]
+        return run_experiment(cfg, restart=restart)
+    except ModelError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted; run the same command again to resume at the first unfinished fold", 130)
+    raise AssertionError  # pragma: no cover
+
+
+SetOpt = typer.Option([], "--set", help="Override a config key, e.g. --set train.epochs=5 (repeatable).")
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 
-# Model-side commands: train, ablate, evaluate, predict.
-register(app)
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="Experiment YAML (see experiments/template.yaml)."),
+    set_: list[str] = SetOpt,
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Run directory [default: config output_dir or runs/<name>]."),
+    restart: bool = typer.Option(False, "--restart", help="Discard finished folds of this run directory."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Cross-validated training of every model of a config; resumes an interrupted run."""
+    logging.basicConfig(level=logging.WARNING)
+    run_dir = _run(config, set_, output_dir, restart, None, quiet)
+    print_results(run_dir)
+
+
+@app.command()
+def ablate(
+    config: Path = typer.Argument(..., help="Experiment YAML whose model list is the ablation."),
+    models: Optional[str] = typer.Option(None, "--models", help="Comma-separated model names/labels to run instead of the config's list."),
+    set_: list[str] = SetOpt,
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir"),
+    restart: bool = typer.Option(False, "--restart"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Run an ablation: the config's models (or --models) on the same folds, one table.
+
+    Swapping knowledge sources is a config change: --set knowledge.report=<other source>
+    with another --output-dir.
+    """
+    logging.basicConfig(level=logging.WARNING)
+    run_dir = _run(config, set_, output_dir, restart, models, quiet)
+    print_results(run_dir, title=f"ablation ({run_dir})")
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `kemm train`."),
+    folds: bool = typer.Option(True, "--folds/--no-folds", help="Per-fold details."),
+    refresh: bool = typer.Option(True, "--refresh/--no-refresh", help="Rewrite metrics.json, tables and KM plots from the fold artifacts."),
+) -> None:
+    """Metrics table (mean ± std), per-fold details and KM plots of a run."""
+    if not RunDir(run_dir).is_run():
+        fail(f"{run_dir}: not a run directory (no config.yaml)")
+    if refresh:
+        summarize_run(run_dir)
+    print_results(run_dir, folds=folds)
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `kemm train`."),
+    cohort: Path = typer.Option(..., "--cohort", help="Cohort table of the new patients (same columns as training)."),
+    out_path: Path = typer.Option(..., "--out", help="CSV to write: risk, risk group, survival curve."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model of the run [default: the main model]."),
+    features_dir: Optional[Path] = typer.Option(None, "--features-dir", help="Patch features of the new slides [default: the run's]."),
+) -> None:
+    """Fold-ensembled risk and survival curve for new patients."""
+    try:
+        df = predict_run(run_dir, cohort, model, features_dir)
+    except (ModelError, FileNotFoundError) as e:
+        fail(str(e))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out_path, index=False)
+    out.print(f"wrote {len(df)} predictions ({df['model'].iloc[0]}, {sum(c.startswith('risk_fold') for c in df.columns)} folds) to {out_path}")
+
+
+run_app = typer.Typer(no_args_is_help=True, help="Maintenance of run directories.")
+app.add_typer(run_app, name="run")
+
+
+@run_app.command("upgrade")
+def upgrade(run_dir: Path = typer.Argument(..., help="A run directory you trust (it is unpickled).")) -> None:
+    """Re-save pickled CoxPH fold models (model.pkl, kemm < 0.2) as plain JSON.
+
+    Loading a pickle runs whatever code it names: run this only on a run directory you
+    (or someone you trust) wrote. Every other command refuses model.pkl files.
+    """
+    try:
+        written = upgrade_run(run_dir)
+    except ModelError as e:
+        fail(str(e))
+    out.print(f"re-saved {len(written)} fold model(s) as JSON in {run_dir}", highlight=False)
 
 
 @app.command()
@@ -27,15 +196,11 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Offline end-to-end demo: synthetic cohort -> rules knowledge -> 5-fold CV of KEMM and baselines."""
-    from kemm.model.cohort import DataError
-    from kemm.model.train import RunError
-    from kemm.pipelines import run_demo
-
     logging.basicConfig(level=logging.WARNING)
     try:
         res = run_demo(work_dir, n_patients=patients, epochs=epochs, seed=seed, progress=not quiet,
                        log=lambda m: out.print(m, highlight=False))
-    except (DataError, RunError) as e:
+    except (KnowledgeError, ModelError) as e:
         fail(str(e))
     print_results(res.run_dir, title=f"kemm demo: 5-fold CV on {patients} synthetic patients")
     timing = ", ".join(f"{k} {v:.0f}s" for k, v in res.timings.items())
@@ -52,17 +217,11 @@ def benchmark(
     override: list[str] = typer.Option([], "--set", help="Config override for every cohort, e.g. train.epochs=2 (repeatable)."),
 ) -> None:
     """Real TCGA benchmark: knowledge from real reports; KEMM, ablations and baselines on the published splits."""
-    from kemm.benchmark import BenchmarkError, run_benchmark
-    from kemm.knowledge import KnowledgeError as CacheError
-    from kemm.model.cohort import DataError
-    from kemm.model.config import ConfigError
-    from kemm.model.train import RunError
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         out = run_benchmark(exp_dir, data_root, out_dir=out_dir, cache_dir=cache_dir,
                             cohorts=[c for c in cohorts.split(",") if c] or None, overrides=override)
-    except (BenchmarkError, CacheError, ConfigError, DataError, RunError) as e:
+    except (BenchmarkError, KnowledgeError, ModelError) as e:
         fail(str(e))
     typer.echo(f"results: {out / 'RESULTS.md'}")
 

@@ -4,7 +4,8 @@
 ``rules`` backend (refined reports per patient, PBK per cancer type), embeds
 the statements with the default sentence encoder, and trains KEMM and the
 baselines with 5-fold CV.  Each half is called only through its public
-functions; the model reads the knowledge through the embedding reader.
+functions (``kemm.knowledge``'s API; ``kemm.model`` modules); the model reads the
+knowledge through the embedding reader.
 """
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from kemm.knowledge import build_pbk, build_reports, embed_source, load_encoder
+from kemm.model.data.synthetic import SyntheticCohort, make_synthetic_cohort
+from kemm.model.run.config import parse_config
+from kemm.model.run.train import run_experiment
 
 DEMO_MODELS = ["kemm", "kemm_noknow", "abmil", "snn", "mcat", "text", "coxph"]
 REPORT_SOURCE = "demo-reports-rules"
@@ -48,11 +54,8 @@ class DemoResult:
     timings: dict[str, float]
 
 
-def build_demo_knowledge(cohort, cache_dir: Path, log: Callable[[str], None] = print) -> dict[str, float]:
+def build_demo_knowledge(cohort: SyntheticCohort, cache_dir: Path, log: Callable[[str], None] = print) -> dict[str, float]:
     """Rules-backend knowledge + default-encoder embeddings for a synthetic cohort."""
-    from kemm.knowledge import build_pbk, build_reports
-    from kemm.knowledge import embed_source, load_encoder
-
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     s = build_reports(cohort.reports_csv, REPORT_SOURCE, backend="rules", cache_dir=cache_dir, cancer_type=cohort.cancer_type)
@@ -78,10 +81,6 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Synthetic cohort -> rules knowledge -> embeddings -> 5-fold CV of KEMM and baselines."""
-    from kemm.model.config import parse_config
-    from kemm.model.synthetic import make_synthetic_cohort
-    from kemm.model.train import run_experiment
-
     t_all = time.perf_counter()
     w = Path(work_dir)
     timings: dict[str, float] = {}

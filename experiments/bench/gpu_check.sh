@@ -86,14 +86,14 @@ work = Path("/tmp/kemm_bench/gpu")
 n_pat, patches = (4, 500) if tiny else (16, 10_000)
 t0 = time.perf_counter()
 coh = rb._synthetic_features(work, n_pat, patches, wsi_dim, print)
-from kemm.model.bagstore import convert_features_dir
+from kemm.model.data.bags import convert_features_dir
 fdir = coh.root / "features_h5-float16"
 convert_features_dir(coh.features_dir, fdir, ".h5", "float16")
 res["epoch"]["prepare_s"] = round(time.perf_counter() - t0, 1)
 data = rb._survival_data(coh, fdir, rb.TEXT_DIM)
 from torch.utils.data import DataLoader
-from kemm.model.losses import nll_surv_loss
-from kemm.model.registry import ModelSpec, build_model
+from kemm.model.nn.losses import nll_surv_loss
+from kemm.model.nn.registry import ModelSpec, build_model
 ids = data.cohort.case_ids
 fd = data.fold(ids, ids[:2], n_bins=2)
 loader = DataLoader(fd.train, batch_size=1, shuffle=True, collate_fn=data.collate(), num_workers=2, pin_memory=dev.type == "cuda")

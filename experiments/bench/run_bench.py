@@ -122,8 +122,8 @@ def make_model_batch(n: int, wsi_dim: int = WSI_DIM, seed: int = 0) -> dict:
 
 def build_variant(variant: str, wsi_dim: int = WSI_DIM):
     """The model of a figure-1 variant (``kemm_projected`` forces the per-chunk projection path)."""
-    from kemm.model import kecm
-    from kemm.model.registry import ModelSpec, build_model
+    from kemm.model.nn import kecm
+    from kemm.model.nn.registry import ModelSpec, build_model
 
     name, hp, _ = MODEL_VARIANTS[variant]
     spec = ModelSpec(wsi_dim=wsi_dim, omic_dims=OMIC_DIMS, text_dim=TEXT_DIM, n_bins=4)
@@ -139,7 +139,7 @@ def train_step_fn(model, batch: dict) -> Callable[[], float]:
     """A closure running one training step (zero_grad, forward, NLL + aux loss, backward, Adam)."""
     import torch
 
-    from kemm.model.losses import nll_surv_loss
+    from kemm.model.nn.losses import nll_surv_loss
 
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
     model.train()
@@ -173,8 +173,8 @@ def model_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     """Measure one (variant, N) in this process (run in a fresh subprocess for memory)."""
     import torch
 
-    import kemm.model.losses  # noqa: F401  (imports before the baseline)
-    import kemm.model.registry  # noqa: F401
+    import kemm.model.nn.losses  # noqa: F401  (imports before the baseline)
+    import kemm.model.nn.registry  # noqa: F401
 
     _set_threads(cfg["threads"])
     base = maxrss_mb()
@@ -314,12 +314,12 @@ TRAIN_LAYOUTS = ["pt-float32", "h5-float32", "pt-float16", "h5-float16"]
 
 
 def _synthetic_features(work: Path, n_patients: int, patches: int, wsi_dim: int, log) -> Any:
-    from kemm.model.synthetic import make_synthetic_cohort
+    from kemm.model.data.synthetic import make_synthetic_cohort
 
     root = work / f"cohort_{n_patients}x{patches}x{wsi_dim}"
     meta = root / "synthetic.json"
     if meta.is_file():
-        from kemm.model.synthetic import SyntheticCohort
+        from kemm.model.data.synthetic import SyntheticCohort
 
         m = json.loads(meta.read_text())
         return SyntheticCohort(Path(m["root"]), Path(m["cohort_csv"]), Path(m["reports_csv"]), Path(m["features_dir"]),
@@ -333,9 +333,9 @@ def _synthetic_features(work: Path, n_patients: int, patches: int, wsi_dim: int,
 
 
 def _survival_data(coh, features_dir: Path, text_dim: int):
-    from kemm.model.config import DataConfig, GenomicsConfig, KnowledgeConfig
-    from kemm.model.data import build_data
-    from kemm.model.synthetic import truth_knowledge
+    from kemm.model.run.config import DataConfig, GenomicsConfig, KnowledgeConfig
+    from kemm.model.data.dataset import build_data
+    from kemm.model.data.synthetic import truth_knowledge
 
     report, pbk = truth_knowledge(coh, dim=text_dim)
     dcfg = DataConfig(cohort=str(coh.cohort_csv), features_dir=str(features_dir), cache_bags=False,
@@ -348,7 +348,7 @@ def _epoch(data, workers: int, train: bool, seed: int = 0) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
 
-    from kemm.model.registry import ModelSpec
+    from kemm.model.nn.registry import ModelSpec
 
     ids = data.cohort.case_ids
     fd = data.fold(ids, ids[:2], n_bins=4, seed=seed)
@@ -356,12 +356,12 @@ def _epoch(data, workers: int, train: bool, seed: int = 0) -> dict[str, Any]:
                         generator=torch.Generator().manual_seed(seed))
     step = None
     if train:
-        from kemm.model.registry import build_model
+        from kemm.model.nn.registry import build_model
 
         torch.manual_seed(seed)
         model = build_model("kemm", ModelSpec(wsi_dim=data.wsi_dim, omic_dims=data.omic_dims, text_dim=data.text_dim))
         opt = torch.optim.Adam(model.parameters(), lr=2e-4)
-        from kemm.model.losses import nll_surv_loss
+        from kemm.model.nn.losses import nll_surv_loss
 
         def step(batch):
             opt.zero_grad(set_to_none=True)
@@ -391,8 +391,8 @@ def _epoch(data, workers: int, train: bool, seed: int = 0) -> dict[str, Any]:
 
 
 def figure_loader(quick: bool, threads: int, work: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    from kemm.model.bags import BagStore
-    from kemm.model.bagstore import convert_features_dir
+    from kemm.model.data.bags import BagStore
+    from kemm.model.data.bags import convert_features_dir
 
     _set_threads(threads)
     n_patients, patches, wsi_dim = (4, 500, 64) if quick else (16, 10_000, WSI_DIM)

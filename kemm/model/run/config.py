@@ -1,0 +1,244 @@
+"""Experiment configuration: one YAML file, validated by Pydantic v2.
+
+Every section forbids unknown keys; a typo is an error that names its dotted
+path (``data.columns.cae_id``) and the file.  Relative paths are resolved
+against the current working directory when the experiment runs (the resolved,
+absolute config is written into the run directory).
+
+Sections (see ``experiments/template.yaml`` for a commented example)::
+
+    name, output_dir
+    data:       cohort table, format, column mapping, endpoint, splits, features, genomics
+    knowledge:  report / pbk sources, encoder, cache_dir
+    models:     [{name, hparams}]
+    train:      epochs, lr, weight_decay, batch_size, grad_accum, seed, alpha, n_bins, ...
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kemm.model.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ColumnMap(_Strict):
+    """Names of the cohort-table columns (defaults fit MCAT/PORPOISE/SurvPath tables)."""
+
+    case_id: str = "case_id"
+    slide_id: str | None = "slide_id"
+    time: str | None = Field(None, description="Survival time; default from the endpoint (survival_months[_dss|_pfi]).")
+    censorship: str | None = Field(None, description="1 = censored (MCAT convention). Give this or `event`.")
+    event: str | None = Field(None, description="1 = event observed. Used instead of `censorship` when set.")
+    cancer_type: str | None = "oncotree_code"
+    age: str | None = "age"
+    sex: str | None = "is_female"
+
+
+class GenomicsConfig(_Strict):
+    groups: Literal["signatures", "all", "pathways", "none"] = Field(
+        "all",
+        description="signatures: gene families of a signatures.csv (MCAT); all: every *_rnaseq/_cnv/_mut "
+        "column as one group; pathways: a pathway table; none: no genomics.",
+    )
+    signatures: str | None = Field(None, description="signatures.csv (columns = family names, values = genes).")
+    pathways: str | None = Field(None, description="pathway table: genes x pathways 0/1, or pathways as columns of genes.")
+    modalities: list[Literal["rnaseq", "cnv", "mut"]] = Field(default_factory=lambda: ["rnaseq", "cnv", "mut"])
+    min_group_size: int = Field(1, ge=1, description="groups with fewer matched columns are dropped.")
+
+    @model_validator(mode="after")
+    def _needs_table(self) -> "GenomicsConfig":
+        if self.groups == "signatures" and not self.signatures:
+            raise ValueError("genomics.groups is 'signatures' but genomics.signatures (a signatures.csv path) is not set")
+        if self.groups == "pathways" and not self.pathways:
+            raise ValueError("genomics.groups is 'pathways' but genomics.pathways (a pathway table path) is not set")
+        return self
+
+
+class DataConfig(_Strict):
+    cohort: str = Field(..., description="cohort table: .csv, .tsv or a MCAT/PORPOISE .csv.zip")
+    format: Literal["auto", "mcat", "survpath", "csv"] = "auto"
+    columns: ColumnMap = Field(default_factory=ColumnMap)
+    endpoint: Literal["OS", "DSS", "PFI"] = "OS"
+    cancer_type: str | None = Field(None, description="cancer type for every patient when the table has no such column")
+    splits_dir: str | None = Field(None, description="folder with splits_0.csv ... splits_{k}.csv (`,train,val`)")
+    n_folds: int = Field(5, ge=2)
+    split_seed: int = 0
+    features_dir: str | None = Field(None, description="folder with per-slide <slide>.pt / <slide>.h5 patch features")
+    missing_slides: Literal["error", "mask"] = "error"
+    max_patches: int | None = Field(None, ge=1, description="random patch cap per patient, training only")
+    cache_bags: bool = Field(True, description="keep loaded bags in memory (small cohorts)")
+    genomics: GenomicsConfig = Field(default_factory=GenomicsConfig)
+    clinical: list[str] = Field(
+        default_factory=lambda: ["age", "sex", "stage", "grade"],
+        description="CoxPH covariates: cohort columns (age, sex, ...) and refined-report fields "
+        "(stage, grade, pT, pN, nodes_positive, ...) when knowledge.report is set",
+    )
+
+
+class KnowledgeConfig(_Strict):
+    report: str | None = Field(None, description="knowledge source of refined reports (per case)")
+    pbk: str | None = Field(None, description="knowledge source of prognostic background knowledge (per cancer type)")
+    encoder: str | None = Field(None, description="embedding encoder id; None = the source's only/default encoder")
+    cache_dir: str = "knowledge_cache"
+
+
+class ModelEntry(_Strict):
+    name: str
+    hparams: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = Field(None, description="name in tables/run dirs when one model appears twice")
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+class EarlyStopping(_Strict):
+    enabled: bool = False
+    inner_val_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    patience: int = Field(5, ge=1)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    batch_size: int = Field(1, ge=1, description="patients per step")
+    grad_accum: int = Field(1, ge=1, description="steps per optimizer update")
+    seed: int = 0
+    alpha: float = Field(0.0, ge=0.0, le=1.0, description="NLL weight on uncensored patients (MCAT alpha)")
+    n_bins: int = Field(4, ge=2)
+    num_threads: int | None = Field(None, ge=1, description="torch threads; None = 1 on <= 2 cores, else min(4, cores / 2)")
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    progress: bool = True
+
+
+class ExperimentConfig(_Strict):
+    name: str = "experiment"
+    output_dir: str | None = Field(None, description="run directory; default runs/<name>")
+    data: DataConfig
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+    models: list[ModelEntry] = Field(..., min_length=1)
+    main_model: str | None = Field(None, description="model of the KM plot; default: kemm if present, else the first")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, v: list[ModelEntry]) -> list[ModelEntry]:
+        keys = [m.key for m in v]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise ValueError(f"model names must be unique (give a `label` to repeat a model): {dup}")
+        return v
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
+
+    @property
+    def main(self) -> str:
+        keys = [m.key for m in self.models]
+        if self.main_model:
+            if self.main_model not in keys:
+                raise ConfigError(f"main_model {self.main_model!r} is not in models {keys}")
+            return self.main_model
+        return "kemm" if "kemm" in keys else keys[0]
+
+    def identity(self) -> str:
+        """Hash of the data, knowledge and train settings (models are checked per fold, so a run can grow)."""
+        d = self.model_dump(mode="json", exclude={"output_dir", "name", "models", "main_model"})
+        d["train"].pop("progress", None)
+        d["train"].pop("num_threads", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {path}: unknown key (check the spelling; experiments/template.yaml lists every key)")
+        elif e["type"] == "missing":
+            lines.append(f"  {path}: required key is missing")
+        else:
+            lines.append(f"  {path}: {e['msg']} (got {e.get('input')!r})")
+    return f"{source}: invalid experiment config\n" + "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``["train.epochs=3", "knowledge.report=src2"]`` -> nested update (values parsed as YAML)."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected dotted.key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a mapping")
+            node = nxt
+        node[parts[-1]] = _scalar(value)
+    return data
+
+
+def _scalar(text: str) -> Any:
+    v = yaml.safe_load(text)
+    if isinstance(v, str):  # YAML 1.1 reads 1e-3 as a string
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    return v
+
+
+def load_config(path: Path | str, overrides: list[str] | None = None) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    data = apply_overrides(data or {}, overrides or [])
+    return parse_config(data, str(path))
+
+
+def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """A copy with every path made absolute (what gets written to the run dir)."""
+    c = cfg.model_copy(deep=True)
+
+    def _abs(p: str | None) -> str | None:
+        return str(Path(p).expanduser().resolve()) if p else p
+
+    c.data.cohort = _abs(c.data.cohort)
+    c.data.splits_dir = _abs(c.data.splits_dir)
+    c.data.features_dir = _abs(c.data.features_dir)
+    c.data.genomics.signatures = _abs(c.data.genomics.signatures)
+    c.data.genomics.pathways = _abs(c.data.genomics.pathways)
+    c.knowledge.cache_dir = _abs(c.knowledge.cache_dir)
+    c.output_dir = _abs(str(cfg.run_dir))
+    return c
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,241 @@
+"""Neural survival models as fold models: the training loop, prediction, checkpoints.
+
+:class:`NeuralFoldModel` trains any registry network (``kemm.model.nn.registry``) with the
+discrete-time survival NLL on one fold and predicts risk (``risk_from_logits``) and
+survival (the per-bin survival read as a step function of time).  Its checkpoint
+(``model.pt``) holds tensors and plain data only: weights, the ``ModelSpec``,
+hyperparameters, bin edges, the genomic scaler and groups; it is read back with
+``weights_only=True``.
+
+Evaluation uses the last epoch by default.  Optional early stopping monitors an inner
+split of the training fold, never the reported fold.
+
+Imports: numpy, torch, tqdm, ``kemm.model.data``, ``kemm.model.nn``, ``kemm.model.run``
+(config, foldmodel, metrics, rundir).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from kemm import __version__
+from kemm.model.data.batch import Batch
+from kemm.model.data.dataset import PatientDataset, SurvivalData, make_collate
+from kemm.model.data.genomics import GenomicGroups, GenomicScaler
+from kemm.model.data.splits import inner_split
+from kemm.model.errors import DataError, RunError
+from kemm.model.nn.losses import hazards_to_survival, nll_surv_loss, risk_from_logits
+from kemm.model.nn.registry import ModelSpec, build_model
+from kemm.model.run.config import TrainConfig
+from kemm.model.run.foldmodel import FoldInputs
+from kemm.model.run.metrics import harrell_c, step_survival
+from kemm.model.run.rundir import FoldFiles
+
+Collate = Any  # Callable[[list[dict]], Batch]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _loader(ds: PatientDataset, batch_size: int, collate: Collate, shuffle: bool, seed: int) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=g, num_workers=0)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, ds: PatientDataset, collate: Collate, batch_size: int = 32) -> np.ndarray:
+    """Hazard logits ``[n, n_bins]`` of every patient of ``ds`` (eval mode, all patches)."""
+    model.eval()
+    out = [model(b)["logits"].float() for b in _loader(ds, batch_size, collate, False, 0)]
+    return torch.cat(out).numpy()
+
+
+def _c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
+    try:
+        return harrell_c(time, event, risk)
+    except Exception:  # an inner split without a comparable pair: no score this epoch
+        return float("nan")
+
+
+def _train_epoch(model: torch.nn.Module, loader: DataLoader, opt: torch.optim.Optimizer, tc: TrainConfig) -> float:
+    """One pass over ``loader`` with gradient accumulation; returns the mean loss."""
+    model.train()
+    opt.zero_grad(set_to_none=True)
+    total, n_steps = 0.0, len(loader)
+    for step, batch in enumerate(loader):
+        b: Batch = batch
+        out = model(b)
+        loss = nll_surv_loss(out["logits"], b["label"], b["censorship"], alpha=tc.alpha)
+        loss = loss + out.get("aux_loss", 0.0)
+        (loss / tc.grad_accum).backward()
+        if (step + 1) % tc.grad_accum == 0 or step + 1 == n_steps:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        total += float(loss.detach())
+    return total / max(n_steps, 1)
+
+
+class NeuralFoldModel:
+    """A registry network trained on one fold (see the module docstring)."""
+
+    uses_clinical = False
+
+    def __init__(self, name: str, key: str | None = None, hparams: dict[str, Any] | None = None,
+                 train: TrainConfig | None = None, desc: str = "") -> None:
+        self.name = name
+        self.key = key or name
+        self.hparams = dict(hparams or {})
+        self.train_cfg = train
+        self.desc = desc
+        self.net: torch.nn.Module | None = None
+        self.spec: ModelSpec | None = None
+        self.edges: np.ndarray | None = None
+        self.scaler: GenomicScaler | None = None
+        self.groups: GenomicGroups | None = None
+        self.history: list[dict] = []
+        self.source = ""  # the fold folder a loaded model came from (for messages)
+        self._cache: dict[tuple, np.ndarray] = {}
+        self._views: dict[int, SurvivalData] = {}
+
+    # -- training ----------------------------------------------------------------------
+    def fit(self, inputs: FoldInputs, train_ids: list[str], edges: np.ndarray, seed: int) -> NeuralFoldModel:
+        """Train on ``train_ids``; with early stopping, on a part of them, monitoring the rest."""
+        tc = self.train_cfg or inputs.train
+        if tc is None:
+            raise RunError(f"model {self.key!r}: no training settings given")
+        data, t = inputs.data, inputs.data.cohort.table.loc[train_ids]
+        self.edges, self.groups = np.asarray(edges, float), data.groups
+        self.scaler = GenomicScaler(data.omic_columns).fit(t) if data.groups is not None else None
+        fit_ids, inner = list(train_ids), None
+        if tc.early_stopping.enabled:
+            fit_ids, inner = inner_split(train_ids, t["time"].to_numpy(), t["event"].to_numpy(),
+                                         tc.early_stopping.inner_val_fraction, seed)
+        self.net, self.history = self._train(data, tc, fit_ids, inner, seed)
+        self._cache.clear()
+        return self
+
+    def _train(self, data: SurvivalData, tc: TrainConfig, fit_ids: list[str], inner: list[str] | None,
+               seed: int) -> tuple[torch.nn.Module, list[dict]]:
+        """The epoch loop; returns the model (last epoch, or best inner-val epoch) and its history."""
+        seed_everything(seed)
+        self.spec = ModelSpec(wsi_dim=data.wsi_dim, omic_dims=data.omic_dims, text_dim=data.text_dim, n_bins=tc.n_bins)
+        try:
+            model = build_model(self.name, self.spec, **self.hparams)
+        except (ValueError, TypeError, KeyError) as e:
+            raise RunError(f"model {self.key!r}: {e}") from None
+        fd = data.fold(fit_ids, inner or fit_ids[:1], edges=self.edges, scaler=self.scaler, seed=seed)
+        collate = data.collate()
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
+        history: list[dict] = []
+        best_state, best_score, bad = None, -np.inf, 0
+        bar = tqdm(range(tc.epochs), desc=self.desc, leave=False, disable=not tc.progress, dynamic_ncols=True)
+        for epoch in bar:
+            loader = _loader(fd.train, tc.batch_size, collate, True, seed * 1000 + epoch)
+            rec: dict = {"epoch": epoch, "loss": _train_epoch(model, loader, opt, tc)}
+            if inner:
+                risk = risk_from_logits(torch.as_tensor(predict_logits(model, fd.eval, collate))).numpy()
+                rec["inner_c_index"] = _c_index(fd.eval.time, fd.eval.event, risk)
+                score = rec["inner_c_index"] if np.isfinite(rec["inner_c_index"]) else -np.inf
+                if score > best_score:
+                    best_score, bad = score, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    rec["best"] = True
+                else:
+                    bad += 1
+            history.append(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}")
+            if inner and bad >= tc.early_stopping.patience:
+                break
+        bar.close()
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        return model, history
+
+    # -- prediction --------------------------------------------------------------------
+    def _data(self, inputs: FoldInputs) -> SurvivalData:
+        """``inputs.data`` with this model's genomic groups (a new cohort may lack or reorder them)."""
+        data = inputs.data
+        same = (self.groups is None) or (data.groups is not None and data.groups.names == self.groups.names
+                                         and data.groups.columns == self.groups.columns)
+        if same:
+            return data
+        if id(inputs) not in self._views:
+            cohort = data.cohort
+            missing = [c for cols in self.groups.columns for c in cols if c not in cohort.table.columns]
+            if missing:
+                raise DataError(
+                    f"{cohort.path}: genomic column(s) {missing[:5]} used in training are missing "
+                    f"({len(missing)} in all); the new cohort needs the same *_rnaseq/_cnv/_mut columns"
+                )
+            self._views[id(inputs)] = SurvivalData(cohort, self.groups, data.bags, data.report, data.pbk, None,
+                                                   strict_knowledge=False)
+        return self._views[id(inputs)]
+
+    def _logits(self, inputs: FoldInputs, ids: list[str]) -> np.ndarray:
+        """Hazard logits ``[n, n_bins]``, cached per (inputs, ids) so risk and survival share one pass."""
+        key = (id(inputs), tuple(ids))
+        if key not in self._cache:
+            if self.net is None or self.spec is None:
+                raise RuntimeError("NeuralFoldModel is not fitted; call fit() or load() first")
+            data = self._data(inputs)
+            self._check_spec(data)
+            collate = make_collate(self.spec.wsi_dim, self.spec.omic_dims, self.spec.text_dim)
+            self._cache[key] = predict_logits(self.net, data.dataset(list(ids), self.edges, self.scaler), collate)
+        return self._cache[key]
+
+    def _check_spec(self, data: SurvivalData) -> None:
+        for k, have in (("wsi_dim", data.wsi_dim), ("text_dim", data.text_dim)):
+            want = getattr(self.spec, k)
+            if want is not None and have is not None and want != have:
+                raise DataError(f"{self.source or self.key}: the model was trained with {k}={want}, the new data give {have}")
+
+    def predict_risk(self, inputs: FoldInputs, ids: list[str]) -> np.ndarray:
+        """Risk ``[n]`` = expected bin under the predicted hazards (``risk_from_logits``)."""
+        return risk_from_logits(torch.as_tensor(self._logits(inputs, ids))).numpy()
+
+    def predict_survival(self, inputs: FoldInputs, ids: list[str], times: np.ndarray) -> np.ndarray:
+        """``[n, len(times)]``: the per-bin survival as a step function (exact at the bin edges)."""
+        s_bins = hazards_to_survival(torch.as_tensor(self._logits(inputs, ids))).numpy()
+        return step_survival(s_bins, self.edges, times)
+
+    def record(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    # -- state -------------------------------------------------------------------------
+    def save(self, fold: FoldFiles) -> None:
+        if self.net is None or self.spec is None:
+            raise RuntimeError("NeuralFoldModel is not fitted; nothing to save")
+        fold.write_torch({
+            "name": self.name,
+            "key": self.key,
+            "hparams": self.hparams,
+            "spec": self.spec.__dict__,
+            "state_dict": self.net.state_dict(),
+            "edges": self.edges.tolist(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "groups": {"names": self.groups.names, "columns": self.groups.columns} if self.groups else None,
+            "kemm_version": __version__,
+        })
+
+    @classmethod
+    def load(cls, fold: FoldFiles) -> NeuralFoldModel:
+        ck = fold.read_torch()
+        m = cls(ck["name"], ck.get("key", fold.model), ck["hparams"])
+        m.spec = ModelSpec(**ck["spec"])
+        m.net = build_model(ck["name"], m.spec, **ck["hparams"])
+        m.net.load_state_dict(ck["state_dict"])
+        m.edges = np.asarray(ck["edges"], float)
+        if ck.get("groups"):
+            m.groups = GenomicGroups(ck["groups"]["names"], ck["groups"]["columns"])
+            m.scaler = GenomicScaler.from_state(ck["scaler"])
+        m.source = str(Path(fold.dir))
+        return m

@@ -1,0 +1,243 @@
+"""Cross-validated training: every (fold, model) of an experiment, resumable.
+
+The run directory's layout and file formats are ``rundir.RunDir``'s; each model of a
+fold is a ``FoldModel`` (``run/registry.py`` picks the class), so this module never
+asks whether it trains a network or a Cox model.  A run interrupted at any point
+restarts at the first (fold, model) without ``metrics.json``; finished folds are
+never loaded again (their model files are not read on resume).
+
+Imports: numpy, pandas, torch, tqdm, ``kemm.model.data``, ``kemm.model.run`` (not predict).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time as _time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from kemm import __version__
+from kemm.model.data.clinical import clinical_frame, read_report_fields
+from kemm.model.data.dataset import SurvivalData, build_data
+from kemm.model.data.knowledge import TextTable
+from kemm.model.data.splits import Fold, check_folds, load_splits, make_splits, write_splits
+from kemm.model.errors import DataError, RunError
+from kemm.model.nn.losses import make_bins
+from kemm.model.run.config import ExperimentConfig, ModelEntry, dump_config, load_config, resolve_paths
+from kemm.model.run.evaluate import summarize_run
+from kemm.model.run.foldmodel import FoldInputs, FoldModel
+from kemm.model.run.metrics import eval_grid, survival_metrics
+from kemm.model.run.registry import fold_model_class, new_fold_model
+from kemm.model.run.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+# -- small utilities -------------------------------------------------------------------
+def set_threads(n: int | None) -> None:
+    """Default: 1 thread on small machines (OpenMP spin-waiting on a shared 2-core box
+    is several times slower than one thread for these small models), else half the cores, at most 4."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(n or (1 if cpus <= 2 else min(4, cpus // 2)))
+
+
+def model_identity(entry: ModelEntry, cfg: ExperimentConfig) -> str:
+    blob = json.dumps({"name": entry.name, "hparams": entry.hparams, "train": cfg.train.model_dump(mode="json",
+                       exclude={"progress", "num_threads"})}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# -- experiment setup ------------------------------------------------------------------
+@dataclass
+class Experiment:
+    cfg: ExperimentConfig
+    run: RunDir
+    data: SurvivalData
+    folds: list[Fold]
+    inputs: FoldInputs
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.root
+
+
+def _clinical(cfg: ExperimentConfig, data: SurvivalData) -> pd.DataFrame | None:
+    """Raw clinical covariates when a model of the run uses them (report fields where a source is set)."""
+    if not any(fold_model_class(m.name).uses_clinical for m in cfg.models):
+        return None
+    report_fields = None
+    if cfg.knowledge.report:
+        try:
+            report_fields = read_report_fields(cfg.knowledge.cache_dir, cfg.knowledge.report)
+        except DataError as e:
+            log.warning("coxph: no refined-report fields (%s); using cohort columns only", e)
+    return clinical_frame(data.cohort, cfg.data.clinical, report_fields)
+
+
+def prepare(
+    cfg: ExperimentConfig,
+    report: TextTable | None = None,
+    pbk: TextTable | None = None,
+    restart: bool = False,
+) -> Experiment:
+    """Load data, fix the folds and claim the run directory (checking a resumed run matches)."""
+    cfg = resolve_paths(cfg)
+    run = RunDir(cfg.output_dir)
+    data = build_data(cfg.data, cfg.knowledge, report=report, pbk=pbk)
+    ids = data.cohort.case_ids
+    t = data.cohort.table
+    if cfg.data.splits_dir:
+        folds = load_splits(cfg.data.splits_dir, ids)
+    else:
+        folds = make_splits(ids, t["time"].to_numpy(), t["event"].to_numpy(), cfg.data.n_folds, cfg.data.split_seed)
+    check_folds(folds, t["event"])
+    _claim_run_dir(run, cfg, restart)
+    write_splits(folds, run.splits_dir)
+    inputs = FoldInputs(data, _clinical(cfg, data), cfg.train)
+    run.write_run_json({
+        "identity": cfg.identity(),
+        "kemm_version": __version__,
+        "coverage": data.coverage(),
+        "folds": [{"k": f.k, "n_train": len(f.train), "n_val": len(f.val), "source": f.source} for f in folds],
+        "status": "running",
+    })
+    return Experiment(cfg, run, data, folds, inputs)
+
+
+def _claim_run_dir(run: RunDir, cfg: ExperimentConfig, restart: bool) -> None:
+    if run.config_path.is_file() and not restart:
+        try:
+            old = load_config(run.config_path)
+        except Exception as e:
+            raise RunError(f"{run.config_path}: unreadable config of an earlier run ({e}); use --restart") from None
+        if old.identity() != cfg.identity():
+            a, b = old.model_dump(mode="json"), cfg.model_dump(mode="json")
+            diffs = [k for k in ("data", "knowledge", "train") if a.get(k) != b.get(k)]
+            raise RunError(
+                f"{run.root} holds a run of a different experiment (sections {diffs} differ); "
+                "resume only with the same data/knowledge/train settings, choose another output_dir, or pass --restart"
+            )
+    if restart:
+        run.clear_folds()
+    run.root.mkdir(parents=True, exist_ok=True)
+    # The models list may grow between invocations (ablations add models to one run).
+    run.write_text(run.config_path, dump_config(cfg))
+
+
+# -- one fold of one model: train, predict, score, write ------------------------------
+def _metrics(train_time, train_event, test_time, test_event, risk, surv_fn) -> dict:
+    try:
+        grid = eval_grid(train_time, test_time, test_event, train_event=train_event)
+    except Exception as e:  # a fold whose follow-up leaves no grid still gets its C-index
+        log.warning("no evaluation grid: %s", e)
+        grid = np.empty(0)
+    surv = surv_fn(grid) if len(grid) else None
+    m = survival_metrics(train_time, train_event, test_time, test_event, risk, surv, grid if len(grid) else None)
+    return {k: (float(v) if v is not None and np.isfinite(v) else None) for k, v in m.items()}
+
+
+def _prediction_frame(ids, fold, model, risk, median, surv_edges, edges, time, event) -> pd.DataFrame:
+    df = pd.DataFrame({"case_id": ids, "fold": fold, "model": model, "risk": risk})
+    df["train_median_risk"] = median
+    df["risk_group"] = np.where(risk > median, "high", "low")
+    df["time"] = time
+    df["event"] = event
+    for j in range(surv_edges.shape[1]):
+        df[f"surv_{j + 1}"] = surv_edges[:, j]
+    for j in range(surv_edges.shape[1]):
+        df[f"edge_{j + 1}"] = edges[j + 1]
+    return df
+
+
+def run_fold(exp: Experiment, entry: ModelEntry, fold: Fold) -> dict:
+    """Train + evaluate one model on one fold and write its artifacts (metrics.json last)."""
+    cfg, inputs = exp.cfg, exp.inputs
+    t = exp.data.cohort.table
+    tr, va = t.loc[fold.train], t.loc[fold.val]
+    files = exp.run.fold(entry.key, fold.k)
+    seed = cfg.train.seed + fold.k
+    t0 = _time.perf_counter()
+    edges = np.asarray(make_bins(tr["time"].to_numpy(float), tr["event"].to_numpy(int), n_bins=cfg.train.n_bins), float)
+    fm: FoldModel = new_fold_model(entry, cfg.train, desc=f"{entry.key} fold {fold.k}")
+    fm.fit(inputs, fold.train, edges, seed)
+    risk = fm.predict_risk(inputs, fold.val)
+    train_risk = fm.predict_risk(inputs, fold.train)
+    surv_edges = fm.predict_survival(inputs, fold.val, edges[1:])  # [n_val, n_bins]: S at each bin's end
+    fm.save(files)
+    median = float(np.median(train_risk))
+    m = _metrics(tr["time"].to_numpy(float), tr["event"].to_numpy(int), va["time"].to_numpy(float),
+                 va["event"].to_numpy(int), risk, lambda grid: fm.predict_survival(inputs, fold.val, grid))
+    files.write_predictions(_prediction_frame(fold.val, fold.k, entry.key, risk, median, surv_edges, edges,
+                                              va["time"].to_numpy(float), va["event"].to_numpy(int)))
+    record = {
+        "model": entry.key,
+        "name": entry.name,
+        "fold": fold.k,
+        "model_identity": model_identity(entry, cfg),
+        "n_train": len(fold.train),
+        "n_val": len(fold.val),
+        "train_median_risk": median,
+        "edges": edges.tolist(),
+        "seconds": round(_time.perf_counter() - t0, 2),
+        **m,
+        **fm.record(),
+    }
+    files.write_metrics(record)
+    return record
+
+
+# -- the whole experiment --------------------------------------------------------------
+def _check_resumable(exp: Experiment) -> None:
+    """A finished fold trained with other settings must not be mixed into this run."""
+    for f in exp.folds:
+        for m in exp.cfg.models:
+            files = exp.run.fold(m.key, f.k)
+            if files.done and files.read_metrics().get("model_identity") != model_identity(m, exp.cfg):
+                raise RunError(
+                    f"{files.metrics_path}: fold {f.k} of model {m.key!r} was trained with other hyperparameters or "
+                    "train settings; give the model a new `label`, use another output_dir, or pass --restart"
+                )
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    report: TextTable | None = None,
+    pbk: TextTable | None = None,
+    restart: bool = False,
+    on_fold_start: Callable[[str, int], None] | None = None,
+    on_fold_done: Callable[[str, int, dict], None] | None = None,
+) -> Path:
+    """Run every (fold, model) not yet done, then write the summary artifacts. Returns the run dir."""
+    set_threads(cfg.train.num_threads)
+    exp = prepare(cfg, report=report, pbk=pbk, restart=restart)
+    _check_resumable(exp)
+    todo = [(f, m) for f in exp.folds for m in exp.cfg.models]
+    pending = [(f, m) for f, m in todo if not exp.run.fold(m.key, f.k).done]
+    if len(pending) < len(todo):
+        log.info("resuming: %d of %d (fold, model) runs already done", len(todo) - len(pending), len(todo))
+    bar = tqdm(total=len(todo), initial=len(todo) - len(pending), desc="cv", disable=not cfg.train.progress,
+               dynamic_ncols=True)
+    for f, m in pending:
+        bar.set_description(f"cv {m.key} fold {f.k}")
+        if on_fold_start:
+            on_fold_start(m.key, f.k)
+        rec = run_fold(exp, m, f)
+        bar.update(1)
+        bar.set_postfix(c=f"{rec['c_index']:.3f}" if rec.get("c_index") is not None else "nan")
+        if on_fold_done:
+            on_fold_done(m.key, f.k, rec)
+    bar.close()
+    summarize_run(exp.run.root, exp.cfg)
+    rj = exp.run.read_run_json()
+    rj["status"] = "done"
+    exp.run.write_run_json(rj)
+    return exp.run.root
