@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kemm.model.clinical import ClinicalScaler, read_report_fields
 from kemm.model.cohort import DataError, load_cohort
-from kemm.model.config import ExperimentConfig, load_config
+from kemm.model.config import REPORT_FIELD_NAMES, ExperimentConfig, load_config
 from kemm.model.data import SurvivalData, build_data, make_collate
 from kemm.model.genomics import GenomicGroups, GenomicScaler
 
@@ -65,12 +66,12 @@ def predict_run(
     risks, survs = [], []
     name = entry.name if entry else metas[0].get("name", model)
     if name == "coxph":
-        from kemm.model.clinical import clinical_frame, read_report_fields
+        from kemm.model.clinical import clinical_frame
 
         rf = None
-        if cfg.knowledge.report:
+        if cfg.knowledge.report_sources:
             try:
-                rf = read_report_fields(cfg.knowledge.cache_dir, cfg.knowledge.report)
+                rf = read_report_fields(cfg.knowledge.cache_dir, cfg.knowledge.report_sources[0])
             except DataError:
                 rf = None
         X = clinical_frame(cohort, cfg.data.clinical, rf)
@@ -97,9 +98,13 @@ def predict_run(
                 scaler = GenomicScaler.from_state(ck["scaler"])
             spec = ModelSpec(**ck["spec"])
             _check_spec(spec, data, d)
+            data.kinds = list(spec.kinds)  # kind ids as in training
+            cscaler = ClinicalScaler.from_state(ck["clinical"]) if ck.get("clinical") else None
+            if cscaler is not None and set(cscaler.columns) & set(REPORT_FIELD_NAMES) and cfg.knowledge.report_sources:
+                data.report_fields = read_report_fields(cfg.knowledge.cache_dir, cfg.knowledge.report_sources[0])
             net = build_model(ck["name"], spec, **ck["hparams"])
             net.load_state_dict(ck["state_dict"])
-            ds = data.dataset(cohort.case_ids, None, scaler)
+            ds = data.dataset(cohort.case_ids, None, scaler, cscaler)
             logits = torch.as_tensor(predict_logits(net, ds, make_collate(spec.wsi_dim, spec.omic_dims, spec.text_dim)))
             risks.append(risk_from_logits(logits).numpy())
             survs.append(step_survival(hazards_to_survival(logits).numpy(), np.asarray(ck["edges"]), grid))

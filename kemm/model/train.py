@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from kemm import __version__
 from kemm.model.clinical import clinical_frame, read_report_fields
 from kemm.model.cohort import DataError
-from kemm.model.config import ExperimentConfig, ModelEntry, dump_config, resolve_paths
+from kemm.model.config import REPORT_FIELD_NAMES, ExperimentConfig, ModelEntry, dump_config, resolve_paths
 from kemm.model.data import SurvivalData, build_data
 from kemm.model.knowledge_tables import TextTable
 from kemm.model.splits import Fold, check_folds, inner_split, load_splits, make_splits, write_splits
@@ -87,9 +87,17 @@ def set_threads(n: int | None) -> None:
     torch.set_num_threads(n or (1 if cpus <= 2 else min(4, cpus // 2)))
 
 
+def model_clinical(entry: ModelEntry, cfg: ExperimentConfig) -> list[str]:
+    """Covariates a neural model receives: its own ``clinical:`` list, else ``data.model_clinical``."""
+    return list(entry.clinical) if entry.clinical is not None else list(cfg.data.model_clinical)
+
+
 def model_identity(entry: ModelEntry, cfg: ExperimentConfig) -> str:
-    blob = json.dumps({"name": entry.name, "hparams": entry.hparams, "train": cfg.train.model_dump(mode="json",
-                       exclude={"progress", "num_threads"})}, sort_keys=True, default=str)
+    d = {"name": entry.name, "hparams": entry.hparams,
+         "train": cfg.train.model_dump(mode="json", exclude={"progress", "num_threads"})}
+    if entry.clinical is not None:  # only when set, so identities of runs made before the key exist stay valid
+        d["clinical"] = entry.clinical
+    blob = json.dumps(d, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -132,11 +140,16 @@ def prepare(
     _claim_run_dir(run_dir, cfg, restart)
     write_splits(folds, run_dir / "splits")
     report_fields = None
-    if any(m.name == COXPH for m in cfg.models) and cfg.knowledge.report:
+    wants_fields = any(m.name != COXPH and set(model_clinical(m, cfg)) & set(REPORT_FIELD_NAMES) for m in cfg.models)
+    if (any(m.name == COXPH for m in cfg.models) or wants_fields) and cfg.knowledge.report_sources:
+        # Covariates come from the first report source (a refined-report source, not derived sentences).
         try:
-            report_fields = read_report_fields(cfg.knowledge.cache_dir, cfg.knowledge.report)
+            report_fields = read_report_fields(cfg.knowledge.cache_dir, cfg.knowledge.report_sources[0])
         except DataError as e:
+            if wants_fields:
+                raise
             log.warning("coxph: no refined-report fields (%s); using cohort columns only", e)
+    data.report_fields = report_fields
     run_json = {
         "identity": cfg.identity(),
         "kemm_version": __version__,
@@ -212,6 +225,7 @@ def train_model(
     scaler,
     inner_ids: list[str] | None = None,
     desc: str = "",
+    clinical_scaler=None,
 ) -> tuple[torch.nn.Module, dict]:
     """Train one model; returns the model (last epoch, or best inner-val epoch) and a log."""
     from kemm.model.losses import nll_surv_loss
@@ -220,12 +234,16 @@ def train_model(
     cfg, data = exp.cfg, exp.data
     tc = cfg.train
     seed_everything(seed)
-    spec = ModelSpec(wsi_dim=data.wsi_dim, omic_dims=data.omic_dims, text_dim=data.text_dim, n_bins=tc.n_bins)
+    names = model_clinical(entry, cfg)
+    fd = data.fold(train_ids, inner_ids or train_ids[:1], edges=edges, scaler=scaler, seed=seed,
+                   clinical=names, clinical_scaler=clinical_scaler)
+    spec = ModelSpec(wsi_dim=data.wsi_dim, omic_dims=data.omic_dims, text_dim=data.text_dim, n_bins=tc.n_bins,
+                     clinical_dim=fd.clinical_scaler.dim if fd.clinical_scaler is not None else 0,
+                     kinds=list(data.kinds))
     try:
         model = build_model(entry.name, spec, **entry.hparams)
     except (ValueError, TypeError, KeyError) as e:
         raise RunError(f"model {entry.key!r}: {e}") from None
-    fd = data.fold(train_ids, inner_ids or train_ids[:1], edges=edges, scaler=scaler, seed=seed)
     collate = data.collate()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
     history: list[dict] = []
@@ -325,19 +343,21 @@ def run_fold(exp: Experiment, entry: ModelEntry, fold: Fold) -> dict:
         os.replace(tmp, out_dir / "model.pkl")
         extra["covariates"] = list(cox.columns_)
     else:
-        fd = data.fold(fold.train, fold.val, edges=edges, n_bins=cfg.train.n_bins, seed=seed)
+        fd = data.fold(fold.train, fold.val, edges=edges, n_bins=cfg.train.n_bins, seed=seed,
+                       clinical=model_clinical(entry, cfg))
         inner = None
         fit_ids = fold.train
         es = cfg.train.early_stopping
         if es.enabled:
             fit_ids, inner = inner_split(fold.train, tr["time"].to_numpy(), tr["event"].to_numpy(), es.inner_val_fraction, seed)
         model, log_ = train_model(
-            entry, exp, fit_ids, seed, edges, fd.scaler, inner_ids=inner, desc=f"{entry.key} fold {fold.k}"
+            entry, exp, fit_ids, seed, edges, fd.scaler, inner_ids=inner, desc=f"{entry.key} fold {fold.k}",
+            clinical_scaler=fd.clinical_scaler,
         )
         collate = data.collate()
         logits = predict_logits(model, fd.eval, collate)
         risk, s_bins = _risk_and_surv(logits)
-        train_eval = data.dataset(fold.train, edges, fd.scaler)
+        train_eval = data.dataset(fold.train, edges, fd.scaler, fd.clinical_scaler)
         train_risk, _ = _risk_and_surv(predict_logits(model, train_eval, collate))
         surv_edges = s_bins
         surv_fn = lambda grid: step_survival(s_bins, edges, grid)  # noqa: E731
@@ -350,10 +370,13 @@ def run_fold(exp: Experiment, entry: ModelEntry, fold: Fold) -> dict:
             "edges": edges.tolist(),
             "scaler": fd.scaler.state_dict() if fd.scaler is not None else None,
             "groups": {"names": data.groups.names, "columns": data.groups.columns} if data.groups else None,
+            "clinical": fd.clinical_scaler.state_dict() if fd.clinical_scaler is not None else None,
             "kemm_version": __version__,
         }
         atomic_torch_save(ckpt, out_dir / "model.pt")
         extra["history"] = log_["history"]
+        extra["clinical"] = fd.clinical_scaler.out_columns_ if fd.clinical_scaler is not None else []
+        extra["knowledge_kinds"] = list(data.kinds) if data.text_dim is not None else []
     median = float(np.median(train_risk))
     m = _metrics(tr["time"].to_numpy(float), tr["event"].to_numpy(int), va["time"].to_numpy(float),
                  va["event"].to_numpy(int), risk, surv_fn)
