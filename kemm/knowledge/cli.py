@@ -19,6 +19,7 @@ from rich.table import Table
 
 from kemm.knowledge.backends.base import BackendError, known_backends
 from kemm.knowledge.cache import CacheError, SourceCache, default_cache_dir, list_sources
+from kemm.knowledge.generate.derive import derive_fields, derive_grounded_pbk
 from kemm.knowledge.inputs import DEFAULT_ID_COLUMN, DEFAULT_TEXT_COLUMN, InputError
 from kemm.knowledge.prompts import PromptError
 
@@ -190,6 +191,42 @@ def show(
         fail(f"no record for case {case_id!r} in source {source!r}")
     shown = {k: v for k, v in rec.items() if raw or k != "raw_output"}
     out.print_json(json.dumps(shown, default=str, ensure_ascii=False))
+
+
+@app.command()
+def derive(
+    kind: str = typer.Argument(..., help="fields | grounded-pbk"),
+    parent: Optional[str] = typer.Argument(None, help="fields: the refined-report source to derive from."),
+    source: str = typer.Option(..., "--source", help="Name of the derived source to write."),
+    reports: Optional[str] = typer.Option(None, "--reports", help="grounded-pbk: the refined-report source."),
+    pbk: Optional[str] = typer.Option(None, "--pbk", help="grounded-pbk: the PBK source."),
+    cancer_type: Optional[str] = typer.Option(None, "--cancer-type", help="grounded-pbk: cancer type of every case (default: from the report file name)."),
+    cache_dir: Optional[Path] = CacheDirOpt,
+) -> None:
+    """Write a derived source: field sentences, or PBK grounded in each patient (no LLM; resumable)."""
+    cdir = _cache_dir(cache_dir)
+    try:
+        if kind == "fields":
+            if not parent:
+                fail("derive fields needs the refined-report source: kemm-knowledge derive fields PARENT --source NAME")
+            s = derive_fields(cdir, parent, source)
+        elif kind == "grounded-pbk":
+            if not reports or not pbk:
+                fail("derive grounded-pbk needs --reports SOURCE and --pbk SOURCE")
+            s = derive_grounded_pbk(cdir, reports, pbk, source, cancer_type)
+        else:
+            fail(f"unknown derived kind {kind!r}; kinds: fields, grounded-pbk")
+    except (CacheError, ValueError) as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"I/O error: {e}", 1)
+    t = Table(title=f"kemm-knowledge derive {kind} → {source}")
+    for col in ("cases", "ok", "skipped", "cached", "written"):
+        t.add_column(col, justify="right")
+    t.add_row(str(s.total), str(s.ok), str(s.skipped), str(s.cached), str(s.written))
+    out.print(t)
+    for reason, n in sorted(s.skip_reasons.items(), key=lambda x: -x[1]):
+        console.print(f"skipped {n}: {reason}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover
