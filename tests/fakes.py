@@ -1,9 +1,12 @@
 """Scripted backends for tests of the knowledge core (no LLM)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
+
+import numpy as np
 
 from kemm.knowledge.generate.backends.base import GenerationResult
 
@@ -77,3 +80,24 @@ def write_reports_csv(path, n: int = 5, start: int = 0) -> None:
         w.writerow(["pdf_file_name_path", "ocr_text"])
         for i in range(start, start + n):
             w.writerow([f"TCGA-ZZ-{i:04d}.ABC.PDF", f"Invasive urothelial carcinoma, high grade, pT2a N0, case {i}. " * 3])
+
+
+class HashEncoder:
+    """Deterministic fake encoder (no model), counting what it encodes."""
+
+    def __init__(self, dim: int = 8, encoder_id: str = "hash-enc", weights: str = "w1"):
+        self.dim, self.encoder_id, self.weights = dim, encoder_id, weights
+        self.calls: list[list[str]] = []
+
+    def identity(self) -> dict:
+        return {"encoder_id": self.encoder_id, "name": "hash", "dim": self.dim, "weights_sha256": self.weights, "normalize": True}
+
+    def encode(self, texts, batch_size=64):
+        self.calls.append(list(texts))
+        rows = [np.frombuffer(hashlib.sha256(t.encode()).digest(), dtype=np.uint8)[: self.dim].astype(np.float32)
+                for t in texts]
+        return np.stack(rows).astype(np.float32)
+
+    @property
+    def n_encoded(self) -> int:
+        return sum(len(c) for c in self.calls)

@@ -50,6 +50,14 @@ _EXPORTS: dict[str, str] = {
     "REPORT_COVARIATES": "kemm.knowledge.rules.covariates",
     "encode_report": "kemm.knowledge.rules.covariates",
     "report_covariates": "kemm.knowledge.rules.covariates",
+    # derived sources: field sentences and PBK grounded in the patient
+    "FIELD_KINDS": "kemm.knowledge.rules.field_sentences",
+    "FIELD_SENTENCES_VERSION": "kemm.knowledge.rules.field_sentences",
+    "field_sentences": "kemm.knowledge.rules.field_sentences",
+    "ground_factors": "kemm.knowledge.rules.grounding",
+    "derive_fields": "kemm.knowledge.generate.derive",
+    "derive_grounded_pbk": "kemm.knowledge.generate.derive",
+    "read_statement_kinds": "kemm.knowledge.generate.derive",
 }
 
 __all__ = sorted(_EXPORTS)

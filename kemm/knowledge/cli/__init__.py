@@ -2,7 +2,7 @@
 
 One module per command group, each registering its commands on the shared ``app`` of
 ``common``: ``build``; ``inspect`` (ls, show); ``embed``; ``review`` (audit, diff);
-``importing`` (import). They are imported here in the order ``--help`` lists them.
+``importing`` (import); ``derive`` (derived sources). They are imported here in the order ``--help`` lists them.
 
 May import every room of the knowledge half; never ``kemm.model``.
 """
@@ -14,8 +14,9 @@ from kemm.knowledge.cli import inspect  # isort: skip
 from kemm.knowledge.cli import embed  # isort: skip
 from kemm.knowledge.cli import review  # isort: skip
 from kemm.knowledge.cli import importing  # isort: skip
+from kemm.knowledge.cli import derive  # isort: skip
 from kemm.knowledge.cli.common import app
 
-COMMAND_MODULES = (build, inspect, embed, review, importing)  # imported for their @app.command registrations
+COMMAND_MODULES = (build, inspect, embed, review, importing, derive)  # imported for their @app.command registrations
 
 __all__ = ["app"]

@@ -155,9 +155,63 @@ class PrognosticKnowledge(BaseModel):
         return out
 
 
+# -- derived sources (kemm.knowledge.generate.derive): statements written from another source's
+# validated outputs by a versioned template set, each with its kind (what the statement is about).
+Kind = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_:+-]{1,64}$")]
+
+
+class KindStatement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Kind = Field(description="What the statement is about: a RefinedReport field name, e.g. 'pT'.")
+    text: Statement
+
+
+class FieldStatements(BaseModel):
+    """One sentence per reported field of a refined report (``kemm.knowledge.rules.field_sentences``).
+
+    The list is ``items`` (not ``statements``) so that ``statements()`` can be the method every
+    schema has: the texts that get embedded, in order, aligned with ``kinds()``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[KindStatement] = Field(min_length=1)
+
+    def statements(self) -> list[str]:
+        return [s.text.strip() for s in self.items]
+
+    def kinds(self) -> list[str]:
+        return [s.kind for s in self.items]
+
+
+class GroundedStatement(KindStatement):
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+
+    direction: Direction
+
+
+class GroundedKnowledge(BaseModel):
+    """A cancer type's PBK grounded in one patient: the factors active for this patient and the
+    risk-level statement that applies (kinds ``pbk:<category>:<direction>``, ``pbk:risk-<level>``)."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+
+    cancer_type: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2,10}$")]
+    items: list[GroundedStatement] = Field(min_length=1)
+
+    def statements(self) -> list[str]:
+        return [s.text.strip() for s in self.items]
+
+    def kinds(self) -> list[str]:
+        return [s.kind for s in self.items]
+
+
 SCHEMAS: dict[str, type[BaseModel]] = {
     "RefinedReport": RefinedReport,
     "PrognosticKnowledge": PrognosticKnowledge,
+    "FieldStatements": FieldStatements,
+    "GroundedKnowledge": GroundedKnowledge,
 }
 
 

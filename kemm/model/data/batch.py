@@ -27,9 +27,12 @@ class Batch(TypedDict, total=False):
         omics_mask   BoolTensor  [B]            True = patient has genomics
         report       FloatTensor [B, R, D_txt]  report statement embeddings
         report_mask  BoolTensor  [B, R]
+        report_kind  LongTensor  [B, R]         statement kind: index into ModelSpec.kinds (statement, pbk,
+                                                a field such as pT or grade, a grounded-PBK kind); 0 where padded
         pbk          FloatTensor [B, P, D_txt]  prognostic background knowledge embeddings
         pbk_mask     BoolTensor  [B, P]
-        clinical     FloatTensor [B, C]         optional clinical covariates
+        pbk_kind     LongTensor  [B, P]
+        clinical     FloatTensor [B, C]         covariates the model receives (standardised on the training fold)
         label        LongTensor  [B]            survival bin of the follow-up time
         censorship   FloatTensor [B]            1 = censored
         time         FloatTensor [B]            follow-up time
@@ -43,8 +46,10 @@ class Batch(TypedDict, total=False):
     omics_mask: torch.Tensor
     report: torch.Tensor
     report_mask: torch.Tensor
+    report_kind: torch.Tensor
     pbk: torch.Tensor
     pbk_mask: torch.Tensor
+    pbk_kind: torch.Tensor
     clinical: torch.Tensor
     label: torch.Tensor
     censorship: torch.Tensor

@@ -43,3 +43,56 @@ def clinical_frame(cohort: Cohort, names: list[str], report_fields: pd.DataFrame
                 f"data.clinical: {n!r} is neither a column of {cohort.path} nor a report field {list(knowledge.REPORT_COVARIATES)}"
             )
     return pd.DataFrame(cols, index=t.index)
+
+
+class ClinicalScaler:
+    """Standardisation of the covariates a neural model receives, fitted on the training fold only.
+
+    Each column: ``(x - mean) / std`` with the training fold's mean and std of observed values;
+    a missing value becomes the training mean (0 after scaling), and a ``<col>__missing`` 0/1
+    column is added when the training fold had missing values in that column. A column
+    constant in training gets std 1 (it then carries nothing, but keeps the width fixed).
+
+    Attributes (after ``fit``): ``columns_`` input names, ``mean_``, ``std_``, ``indicator_``
+    (per column), ``out_columns_`` (names of the ``[n, C_out]`` output).
+    """
+
+    def __init__(self, columns: list[str]) -> None:
+        self.columns = list(columns)
+
+    def fit(self, X: pd.DataFrame) -> ClinicalScaler:
+        """``X`` ``[n_train, C]`` raw covariates (NaN = missing) of the training patients."""
+        x = X[self.columns].to_numpy(float)
+        obs = ~np.isnan(x)
+        n = obs.sum(0)
+        mean = np.where(n > 0, np.nansum(x, 0) / np.maximum(n, 1), 0.0)
+        var = np.where(n > 1, np.nansum((x - mean) ** 2 * obs, 0) / np.maximum(n - 1, 1), 1.0)
+        std = np.sqrt(var)
+        self.mean_ = mean.tolist()
+        self.std_ = np.where(std > 1e-8, std, 1.0).tolist()
+        self.indicator_ = [bool((~obs[:, j]).any()) for j in range(x.shape[1])]
+        self.out_columns_ = self.columns + [f"{c}__missing" for c, ind in zip(self.columns, self.indicator_) if ind]
+        return self
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        """``[n, C]`` raw -> ``[n, C_out]`` float32, no NaN."""
+        x = X[self.columns].to_numpy(float)
+        miss = np.isnan(x)
+        z = (np.where(miss, np.asarray(self.mean_), x) - np.asarray(self.mean_)) / np.asarray(self.std_)
+        ind = [miss[:, j].astype(float) for j, on in enumerate(self.indicator_) if on]
+        out = np.column_stack([z, *ind]) if ind else z
+        return out.astype(np.float32)
+
+    @property
+    def dim(self) -> int:
+        return len(self.out_columns_)
+
+    def state_dict(self) -> dict:
+        return {"columns": self.columns, "mean": self.mean_, "std": self.std_, "indicator": self.indicator_}
+
+    @classmethod
+    def from_state(cls, state: dict) -> ClinicalScaler:
+        s = cls(state["columns"])
+        s.mean_, s.std_, s.indicator_ = list(state["mean"]), list(state["std"]), list(state["indicator"])
+        s.out_columns_ = s.columns + [f"{c}__missing" for c, ind in zip(s.columns, s.indicator_) if ind]
+        return s

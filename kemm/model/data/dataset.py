@@ -19,7 +19,8 @@ from kemm.model.data.bags import BagStore, sample_patches
 from kemm.model.data.batch import Batch
 from kemm.model.data.cohort import Cohort, load_cohort
 from kemm.model.data.genomics import GenomicGroups, GenomicScaler, build_groups
-from kemm.model.data.knowledge import TextTable, check_same_encoder, load_table
+from kemm.model.data.clinical import ClinicalScaler, clinical_frame
+from kemm.model.data.knowledge import TextTable, check_same_encoder, load_tables
 from kemm.model.errors import DataError
 from kemm.model.nn.losses import discretize, make_bins
 from kemm.model.run.config import DataConfig, KnowledgeConfig
@@ -33,6 +34,7 @@ class FoldData:
     eval: "PatientDataset"
     edges: np.ndarray  # bin edges fitted on the training patients
     scaler: GenomicScaler | None
+    clinical_scaler: ClinicalScaler | None = None
 
 
 class PatientDataset(Dataset):
@@ -47,8 +49,10 @@ class PatientDataset(Dataset):
         edges: np.ndarray | None,
         train: bool = False,
         seed: int = 0,
+        clinical: np.ndarray | None = None,
     ):
         self.data = data
+        self.clinical = clinical  # [n, C] standardised, or None
         self.case_ids = list(case_ids)
         self.omics = omics
         self.omics_present = omics_present
@@ -81,15 +85,30 @@ class PatientDataset(Dataset):
         if d.report is not None:
             r = d.report.get(case)
             item["report"] = torch.from_numpy(r) if r is not None else None
+            item["report_kind"] = d.kind_ids(d.report, case) if r is not None else None
         if d.pbk is not None:
-            p = d.pbk.get(self.cancer_type[i])
+            # Grounded PBK is keyed per case; the static PBK per cancer type.
+            key = case if d.pbk.get(case) is not None else self.cancer_type[i]
+            p = d.pbk.get(key)
             item["pbk"] = torch.from_numpy(p) if p is not None else None
+            item["pbk_kind"] = d.kind_ids(d.pbk, key) if p is not None else None
+        if self.clinical is not None:
+            item["clinical"] = torch.from_numpy(self.clinical[i])
         if self.has_labels:
             item["label"] = int(self.label[i])
             item["censorship"] = float(1 - self.event[i])
             item["time"] = float(self.time[i])
             item["event"] = int(self.event[i])
         return item
+
+
+def knowledge_kinds(report: TextTable | None, pbk: TextTable | None) -> list[str]:
+    """The kind vocabulary: "statement", "pbk", then every other kind of the tables, sorted."""
+    found: set[str] = set()
+    for t in (report, pbk):
+        if t is not None:
+            found |= t.all_kinds()
+    return ["statement", "pbk", *sorted(found - {"statement", "pbk"})]
 
 
 def _discretize(times: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -112,6 +131,15 @@ def _pad_tokens(xs: list[torch.Tensor | None], dim: int) -> tuple[torch.Tensor, 
     return out, mask
 
 
+def _pad_kinds(ks: list[torch.Tensor | None], n: int) -> torch.Tensor:
+    """``Long[B, n]`` kind ids, 0 where padded (masked, never read)."""
+    out = torch.zeros(len(ks), n, dtype=torch.long)
+    for b, k in enumerate(ks):
+        if k is not None and len(k):
+            out[b, : len(k)] = k
+    return out
+
+
 def make_collate(wsi_dim: int | None, omic_dims: list[int] | None, text_dim: int | None) -> Callable[[list[dict]], Batch]:
     """A collate function that knows the modality dimensions (to shape all-missing batches)."""
 
@@ -129,6 +157,9 @@ def make_collate(wsi_dim: int | None, omic_dims: list[int] | None, text_dim: int
         if text_dim is not None:
             for key in ("report", "pbk"):
                 batch[key], batch[f"{key}_mask"] = _pad_tokens([it.get(key) for it in items], text_dim)
+                batch[f"{key}_kind"] = _pad_kinds([it.get(f"{key}_kind") for it in items], batch[f"{key}_mask"].shape[1])
+        if items and items[0].get("clinical") is not None:
+            batch["clinical"] = torch.stack([it["clinical"] for it in items])
         if "label" in items[0]:
             batch["label"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
             batch["censorship"] = torch.tensor([it["censorship"] for it in items], dtype=torch.float32)
@@ -168,7 +199,9 @@ class SurvivalData:
         self.report = report
         self.pbk = pbk
         self.max_patches = max_patches
+        self.report_fields = None  # per-case numeric report fields, set by the harness when a model opts in
         self.text_dim = check_same_encoder(report, pbk)
+        self.kinds = knowledge_kinds(report, pbk)
         if groups is not None:
             # One scaler over the union of columns; groups index into it (pathways may overlap).
             self.omic_columns = list(dict.fromkeys(c for cols in groups.columns for c in cols))
@@ -185,11 +218,23 @@ class SurvivalData:
                 )
         if pbk is not None and strict_knowledge and "cancer_type" in cohort.table.columns:
             types = sorted({str(t) for t in cohort.table["cancer_type"].dropna()})
-            if types and not any(pbk.get(t) is not None for t in types):
+            per_case = any(pbk.get(c) is not None for c in cohort.case_ids)
+            if types and not per_case and not any(pbk.get(t) is not None for t in types):
                 raise DataError(
                     f"knowledge source {pbk.source!r} has no PBK entry for any cancer type of {cohort.path} "
                     f"({types[:5]}; it has {sorted(pbk.by_key)[:8]}); build PBK for these types or fix data.cancer_type"
                 )
+
+    def kind_ids(self, table: TextTable, key: str) -> torch.Tensor:
+        """``Long[S]`` index of each row's kind in ``self.kinds`` (an unknown kind is an error)."""
+        pos = {k: i for i, k in enumerate(self.kinds)}
+        try:
+            return torch.tensor([pos[k] for k in table.kinds_of(key)], dtype=torch.long)
+        except KeyError as e:
+            raise DataError(
+                f"knowledge source {table.source!r}, key {key!r}: statement kind {e.args[0]!r} is not among the "
+                f"kinds the model was trained with ({self.kinds})"
+            ) from None
 
     @property
     def wsi_dim(self) -> int | None:
@@ -214,8 +259,21 @@ class SurvivalData:
         if self.report is not None:
             cov["report"] = sum(self.report.get(c) is not None for c in ids)
         if self.pbk is not None:
-            cov["pbk"] = sum(self.pbk.get(t) is not None for t in self.cohort.table["cancer_type"])
+            t = self.cohort.table
+            cov["pbk"] = sum(
+                self.pbk.get(c) is not None or self.pbk.get(ct) is not None for c, ct in zip(ids, t["cancer_type"])
+            )
         return cov
+
+    def _clinical(self, names: list[str] | None, train_ids: list[str], eval_ids: list[str],
+                  scaler: ClinicalScaler | None, report_fields=None):
+        """Fit (training fold) or reuse the clinical scaler; ``(train [n, C], eval [m, C], scaler)``."""
+        if not names:
+            return None, None, None
+        X = clinical_frame(self.cohort, names, report_fields)
+        if scaler is None:
+            scaler = ClinicalScaler(list(X.columns)).fit(X.loc[train_ids])
+        return scaler.transform(X.loc[train_ids]), scaler.transform(X.loc[eval_ids]), scaler
 
     def fold(
         self,
@@ -225,8 +283,13 @@ class SurvivalData:
         n_bins: int = 4,
         seed: int = 0,
         scaler: GenomicScaler | None = None,
+        clinical: list[str] | None = None,
+        clinical_scaler: ClinicalScaler | None = None,
     ) -> FoldData:
-        """Fit scaling and bins on ``train_ids`` (unless given) and build both datasets."""
+        """Fit scaling and bins on ``train_ids`` (unless given) and build both datasets.
+
+        ``clinical``: covariate names the model receives; their scaler is fitted on ``train_ids``.
+        """
         t = self.cohort.table
         if edges is None:
             tr = t.loc[train_ids]
@@ -239,18 +302,31 @@ class SurvivalData:
                 scaler = GenomicScaler(self.omic_columns).fit(t.loc[train_ids])
             om_tr, pr_tr = scaler.transform(t.loc[train_ids])
             om_ev, pr_ev = scaler.transform(t.loc[eval_ids])
-        train = PatientDataset(self, train_ids, om_tr, pr_tr, edges, train=True, seed=seed)
-        ev = PatientDataset(self, eval_ids, om_ev, pr_ev, edges, train=False, seed=seed)
-        return FoldData(train, ev, edges, scaler)
+        cl_tr, cl_ev, clinical_scaler = self._clinical(
+            clinical, train_ids, eval_ids, clinical_scaler, self.report_fields
+        )
+        train = PatientDataset(self, train_ids, om_tr, pr_tr, edges, train=True, seed=seed, clinical=cl_tr)
+        ev = PatientDataset(self, eval_ids, om_ev, pr_ev, edges, train=False, seed=seed, clinical=cl_ev)
+        return FoldData(train, ev, edges, scaler, clinical_scaler)
 
-    def dataset(self, case_ids: list[str], edges: np.ndarray | None, scaler: GenomicScaler | None) -> PatientDataset:
+    def dataset(
+        self,
+        case_ids: list[str],
+        edges: np.ndarray | None,
+        scaler: GenomicScaler | None,
+        clinical_scaler: ClinicalScaler | None = None,
+    ) -> PatientDataset:
         """An evaluation dataset with given (already fitted) bins and scaling (predict)."""
         om = pr = None
         if self.groups is not None:
             if scaler is None:
                 raise DataError("genomics configured but no fitted scaler given")
             om, pr = scaler.transform(self.cohort.table.loc[case_ids])
-        return PatientDataset(self, case_ids, om, pr, edges, train=False)
+        cl = None
+        if clinical_scaler is not None:
+            X = clinical_frame(self.cohort, clinical_scaler.columns, self.report_fields)
+            cl = clinical_scaler.transform(X.loc[case_ids])
+        return PatientDataset(self, case_ids, om, pr, edges, train=False, clinical=cl)
 
 
 def build_data(
@@ -273,10 +349,10 @@ def build_data(
         bags = BagStore(dcfg.features_dir, slides, missing=dcfg.missing_slides, cache=dcfg.cache_bags)
         if bags.dim is None:
             raise DataError(f"{dcfg.features_dir}: no feature file for any patient of {cohort.path}")
-    if report is None and kcfg.report:
-        report = load_table(kcfg.cache_dir, kcfg.report, kcfg.encoder)
-    if pbk is None and kcfg.pbk:
-        pbk = load_table(kcfg.cache_dir, kcfg.pbk, kcfg.encoder)
+    if report is None and kcfg.report_sources:
+        report = load_tables(kcfg.cache_dir, kcfg.report_sources, kcfg.encoder, "statement")
+    if pbk is None and kcfg.pbk_sources:
+        pbk = load_tables(kcfg.cache_dir, kcfg.pbk_sources, kcfg.encoder, "pbk")
     if pbk is not None and cohort.table["cancer_type"].isna().all():
         raise DataError(
             f"{cohort.path}: PBK needs a cancer type per patient; map data.columns.cancer_type or set data.cancer_type"

@@ -18,7 +18,15 @@ import torch
 from torch import nn
 
 from kemm.model.data.batch import Batch, ModelOutput
-from kemm.model.nn.encoders import ClinicalEncoder, GenomicGroupEncoder, SNNBlock, WSIProjector
+from kemm.model.nn.encoders import (
+    PBK_TYPE,
+    REPORT_TYPE,
+    ClinicalEncoder,
+    GenomicGroupEncoder,
+    SNNBlock,
+    TextProjector,
+    WSIProjector,
+)
 from kemm.model.nn.kecm import GatedAttentionPool, StreamingCrossAttention
 from kemm.model.nn.kemm import _masked_mean, batch_size, check_width
 
@@ -156,12 +164,17 @@ class MCAT(nn.Module):
         return {"logits": self.head(h, batch), "aux_loss": h.new_zeros(()), "attn": attn}
 
 
-class TextMLP(nn.Module):
-    """MLP on the mean report embedding and the mean PBK embedding plus presence flags."""
+class TextMeanMLP(nn.Module):
+    """MLP on the mean report and mean PBK statement embedding plus presence flags (the first text model).
+
+    Kept as the ``text_meanpool`` ablation: unit-length sentence embeddings averaged over a patient's
+    statements are small, nearly collinear inputs, and this model stayed near a constant prediction on
+    real cohorts (experiments/tcga/RESULTS.md).
+    """
 
     def __init__(self, text_dim: int | None, n_bins: int = 4, clinical_dim: int = 0, dim: int = 256, dropout: float = 0.25) -> None:
         super().__init__()
-        _require(text_dim is not None, "text", "text_dim")
+        _require(text_dim is not None, "text_meanpool", "text_dim")
         self.net = nn.Sequential(
             nn.Linear(2 * text_dim + 2, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout)
         )
@@ -173,6 +186,40 @@ class TextMLP(nn.Module):
         flags = torch.stack([rmask.any(1), pmask.any(1)], dim=1).to(rep.dtype)
         h = self.net(torch.cat([rep, pbk, flags], dim=-1))
         return {"logits": self.head(h, batch), "aux_loss": h.new_zeros(()), "attn": {}}
+
+
+class TextMLP(nn.Module):
+    """Text-only survival model over knowledge tokens: the same token projection as KEMM, no modality.
+
+    Each statement is projected with :class:`TextProjector` (LayerNorm + learned kind embedding: a
+    field sentence such as "pT3 ..." is known to be the pT token), tokens are pooled with gated
+    attention over the valid report and PBK tokens, then an MLP and the survival head.
+    """
+
+    def __init__(
+        self,
+        text_dim: int | None,
+        n_bins: int = 4,
+        clinical_dim: int = 0,
+        dim: int = 256,
+        dropout: float = 0.25,
+        n_kinds: int = 2,
+    ) -> None:
+        super().__init__()
+        _require(text_dim is not None, "text", "text_dim")
+        self.proj = TextProjector(text_dim, dim, n_types=max(2, n_kinds))
+        self.pool = GatedAttentionPool(dim, dropout=dropout)
+        self.net = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout))
+        self.head = _Head(dim, n_bins, clinical_dim, dropout)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        rep = self.proj(batch["report"], batch.get("report_kind", REPORT_TYPE))
+        pbk = self.proj(batch["pbk"], batch.get("pbk_kind", PBK_TYPE))
+        tok = torch.cat([rep, pbk], dim=1)
+        mask = torch.cat([batch["report_mask"].bool(), batch["pbk_mask"].bool()], dim=1)
+        pooled, w = self.pool(tok, mask)
+        h = self.net(pooled)
+        return {"logits": self.head(h, batch), "aux_loss": h.new_zeros(()), "attn": {"pool": w, "query_mask": mask}}
 
 
 class TransMILLayer(nn.Module):

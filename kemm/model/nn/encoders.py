@@ -106,8 +106,15 @@ class TextProjector(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.type_embedding = nn.Embedding(n_types, dim)
 
-    def forward(self, x: torch.Tensor, type_id: int) -> torch.Tensor:
-        """``[B, R, D_txt]`` -> ``[B, R, dim]``; ``type_id`` is REPORT_TYPE or PBK_TYPE."""
+    def forward(self, x: torch.Tensor, type_id: int | torch.Tensor) -> torch.Tensor:
+        """``[B, R, D_txt]`` -> ``[B, R, dim]``.
+
+        ``type_id``: one kind for every token (REPORT_TYPE or PBK_TYPE), or ``Long[B, R]`` per token
+        (a field kind such as pT or grade gets its own learned embedding: the model knows which
+        field a sentence states, beside what the sentence says).
+        """
+        if isinstance(type_id, torch.Tensor):
+            return self.norm(self.proj(x)) + self.type_embedding(type_id.clamp(0, self.type_embedding.num_embeddings - 1))
         return self.norm(self.proj(x)) + self.type_embedding.weight[type_id]
 
 

@@ -64,6 +64,8 @@ class KEMM(nn.Module):
         n_queries: number of learned queries (the ``none`` mode and the fallback).
         chunk_size, checkpoint_chunks: WSI streaming attention (see ``kecm.StreamingCrossAttention``).
         align_temperature: InfoNCE temperature.
+        n_kinds: size of the statement-kind vocabulary (``ModelSpec.kinds``): statement, pbk, and one per
+            field kind (pT, grade, ...) or grounded-PBK kind; each kind has a learned type embedding.
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class KEMM(nn.Module):
         chunk_size: int | None = 4096,
         checkpoint_chunks: bool = False,
         align_temperature: float = 0.1,
+        n_kinds: int = 2,
     ) -> None:
         super().__init__()
         if knowledge not in KNOWLEDGE_MODES:
@@ -103,7 +106,7 @@ class KEMM(nn.Module):
 
         self.wsi_proj = WSIProjector(wsi_dim, dim, dropout) if wsi_dim is not None else None
         self.omic_enc = GenomicGroupEncoder(omic_dims, dim, dropout) if omic_dims else None
-        self.text_proj = TextProjector(text_dim, dim) if self.knowledge != "none" else None
+        self.text_proj = TextProjector(text_dim, dim, n_types=max(2, n_kinds)) if self.knowledge != "none" else None
         self.queries = nn.Parameter(torch.randn(n_queries, dim) * dim**-0.5)
         self.kecm = KECM(dim, n_heads, dropout, wsi_dim is not None, bool(omic_dims), chunk_size, checkpoint_chunks)
         self.clinical = ClinicalEncoder(clinical_dim, dim, dropout) if clinical_dim > 0 else None
@@ -123,10 +126,10 @@ class KEMM(nn.Module):
             if self.training and self.knowledge_dropout > 0:
                 keep = torch.rand(b, device=rmask.device) >= self.knowledge_dropout
                 rmask = rmask & keep[:, None]
-            toks.append(self.text_proj(rep, REPORT_TYPE))
+            toks.append(self.text_proj(rep, batch.get("report_kind", REPORT_TYPE)))
             masks.append(rmask)
         if self.use_pbk:
-            toks.append(self.text_proj(batch["pbk"], PBK_TYPE))
+            toks.append(self.text_proj(batch["pbk"], batch.get("pbk_kind", PBK_TYPE)))
             masks.append(batch["pbk_mask"].bool())
         if toks:
             tok, mask = torch.cat(toks, 1), torch.cat(masks, 1)

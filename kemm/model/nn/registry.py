@@ -9,8 +9,10 @@ any modality may be missing for any patient)::
     "omics_mask":  BoolTensor  [B]            True = patient has genomics
     "report":      FloatTensor [B, R, D_txt]  report statement embeddings (R may be 0)
     "report_mask": BoolTensor  [B, R]
+    "report_kind": LongTensor  [B, R]         statement kind (index into ModelSpec.kinds); optional
     "pbk":         FloatTensor [B, P, D_txt]  prognostic background knowledge embeddings
     "pbk_mask":    BoolTensor  [B, P]
+    "pbk_kind":    LongTensor  [B, P]         optional
     "clinical":    FloatTensor [B, C]         optional
 
 Output: ``{"logits": [B, n_bins] discrete-time hazard logits, "aux_loss": scalar, "attn": dict}``.
@@ -24,7 +26,7 @@ from typing import Callable
 
 from torch import nn
 
-from kemm.model.nn.baselines import ABMIL, MCAT, SNN, TextMLP, TransMILLayer
+from kemm.model.nn.baselines import ABMIL, MCAT, SNN, TextMeanMLP, TextMLP, TransMILLayer
 from kemm.model.nn.kemm import KEMM
 
 # Accepted by build_model for every model and silently ignored where irrelevant, so a
@@ -41,11 +43,13 @@ class ModelSpec:
     text_dim: int | None = None  # None = no knowledge embeddings
     n_bins: int = 4
     clinical_dim: int = 0
+    kinds: list[str] = field(default_factory=lambda: ["statement", "pbk"])  # statement-kind vocabulary
 
 
 def _kemm(knowledge: str) -> Callable[..., nn.Module]:
     def build(spec: ModelSpec, **hp) -> nn.Module:
-        return KEMM(spec.wsi_dim, spec.omic_dims, spec.text_dim, spec.n_bins, spec.clinical_dim, knowledge=knowledge, **hp)
+        return KEMM(spec.wsi_dim, spec.omic_dims, spec.text_dim, spec.n_bins, spec.clinical_dim, knowledge=knowledge,
+                    n_kinds=len(spec.kinds), **hp)
 
     build.target = KEMM  # type: ignore[attr-defined]
     return build
@@ -60,6 +64,14 @@ def _wrap(cls: type, *fields: str) -> Callable[..., nn.Module]:
     return build
 
 
+def _text(cls: type) -> Callable[..., nn.Module]:
+    def build(spec: ModelSpec, **hp) -> nn.Module:
+        return cls(spec.text_dim, n_bins=spec.n_bins, clinical_dim=spec.clinical_dim, n_kinds=len(spec.kinds), **hp)
+
+    build.target = cls  # type: ignore[attr-defined]
+    return build
+
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "kemm": _kemm("report+pbk"),
     "kemm_noknow": _kemm("none"),
@@ -68,11 +80,12 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "abmil": _wrap(ABMIL, "wsi_dim"),
     "snn": _wrap(SNN, "omic_dims"),
     "mcat": _wrap(MCAT, "wsi_dim", "omic_dims"),
-    "text": _wrap(TextMLP, "text_dim"),
+    "text": _text(TextMLP),
+    "text_meanpool": _wrap(TextMeanMLP, "text_dim"),
     "transmil": _wrap(TransMILLayer, "wsi_dim"),
 }
 
-_SPEC_ARGS = {"wsi_dim", "omic_dims", "text_dim", "n_bins", "clinical_dim", "knowledge", "self"}
+_SPEC_ARGS = {"wsi_dim", "omic_dims", "text_dim", "n_bins", "clinical_dim", "knowledge", "n_kinds", "self"}
 
 
 def known_models() -> list[str]:

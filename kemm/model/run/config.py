@@ -25,6 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kemm.model.errors import ConfigError
 
+# Names of refined-report covariates (kemm.knowledge.REPORT_COVARIATES); kept literal so the
+# config loads without importing the knowledge half. tests/ check that both lists agree.
+REPORT_FIELD_NAMES = (
+    "stage", "grade", "pT", "pN", "pM", "nodes_positive", "nodes_examined", "tumor_size", "margin", "lvi", "pni",
+)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -82,18 +88,62 @@ class DataConfig(_Strict):
         description="CoxPH covariates: cohort columns (age, sex, ...) and refined-report fields "
         "(stage, grade, pT, pN, nodes_positive, ...) when knowledge.report is set",
     )
+    model_clinical: list[str] = Field(
+        default_factory=lambda: ["age", "sex"],
+        description="cohort columns every neural model receives (standardised with training-fold statistics, "
+        "missing values imputed from the training fold with a missing indicator); [] = none. Report-derived "
+        "fields are knowledge, not allowed here: opt in per model with models[].clinical",
+    )
+
+    @field_validator("model_clinical")
+    @classmethod
+    def _no_report_fields(cls, v: list[str]) -> list[str]:
+        bad = [n for n in v if n in REPORT_FIELD_NAMES]
+        if bad:
+            raise ValueError(
+                f"{bad} are refined-report fields (knowledge); data.model_clinical takes cohort columns only "
+                "(e.g. age, sex). To give a model report fields, set `clinical:` on that model entry"
+            )
+        return v
+
+
+def _as_list(v: str | list[str] | None) -> list[str]:
+    if v is None:
+        return []
+    return [v] if isinstance(v, str) else list(v)
 
 
 class KnowledgeConfig(_Strict):
-    report: str | None = Field(None, description="knowledge source of refined reports (per case)")
-    pbk: str | None = Field(None, description="knowledge source of prognostic background knowledge (per cancer type)")
+    report: str | list[str] | None = Field(
+        None,
+        description="knowledge source(s) of per-case statements: refined reports, derived field sentences "
+        "(`kemm-knowledge derive fields`); several sources are concatenated per case",
+    )
+    pbk: str | list[str] | None = Field(
+        None,
+        description="prognostic background knowledge source(s): keyed per cancer type (static PBK) or per case "
+        "(`kemm-knowledge derive grounded-pbk`); several are concatenated",
+    )
     encoder: str | None = Field(None, description="embedding encoder id; None = the source's only/default encoder")
     cache_dir: str = "knowledge_cache"
+
+    @property
+    def report_sources(self) -> list[str]:
+        return _as_list(self.report)
+
+    @property
+    def pbk_sources(self) -> list[str]:
+        return _as_list(self.pbk)
 
 
 class ModelEntry(_Strict):
     name: str
     hparams: dict[str, Any] = Field(default_factory=dict)
+    clinical: list[str] | None = Field(
+        None,
+        description="covariates this neural model receives (overrides data.model_clinical); may name "
+        "refined-report fields (stage, grade, ...): an explicit opt-in that mixes knowledge into the clinical path",
+    )
     label: str | None = Field(None, description="name in tables/run dirs when one model appears twice")
 
     @property
@@ -242,3 +292,8 @@ def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def dump_config(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def model_clinical(entry: ModelEntry, cfg: ExperimentConfig) -> list[str]:
+    """Covariates a neural model receives: its own ``clinical:`` list, else ``data.model_clinical``."""
+    return list(entry.clinical) if entry.clinical is not None else list(cfg.data.model_clinical)

@@ -15,6 +15,7 @@ Imports: numpy, torch, tqdm, ``kemm.model.data``, ``kemm.model.nn``, ``kemm.mode
 """
 from __future__ import annotations
 
+import copy
 import random
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 
 from kemm import __version__
 from kemm.model.data.batch import Batch
+from kemm.model.data.clinical import ClinicalScaler, clinical_frame
 from kemm.model.data.dataset import PatientDataset, SurvivalData, make_collate
 from kemm.model.data.genomics import GenomicGroups, GenomicScaler
 from kemm.model.data.splits import inner_split
@@ -90,8 +92,10 @@ class NeuralFoldModel:
     uses_clinical = False
 
     def __init__(self, name: str, key: str | None = None, hparams: dict[str, Any] | None = None,
-                 train: TrainConfig | None = None, desc: str = "") -> None:
+                 train: TrainConfig | None = None, desc: str = "", clinical: list[str] | None = None) -> None:
         self.name = name
+        self.clinical = list(clinical or [])  # covariates the network receives (data.model_clinical by default)
+        self.clinical_scaler: ClinicalScaler | None = None
         self.key = key or name
         self.hparams = dict(hparams or {})
         self.train_cfg = train
@@ -115,6 +119,10 @@ class NeuralFoldModel:
         data, t = inputs.data, inputs.data.cohort.table.loc[train_ids]
         self.edges, self.groups = np.asarray(edges, float), data.groups
         self.scaler = GenomicScaler(data.omic_columns).fit(t) if data.groups is not None else None
+        self.clinical_scaler = None
+        if self.clinical:  # training-fold statistics only
+            X = clinical_frame(data.cohort, self.clinical, data.report_fields)
+            self.clinical_scaler = ClinicalScaler(list(X.columns)).fit(X.loc[train_ids])
         fit_ids, inner = list(train_ids), None
         if tc.early_stopping.enabled:
             fit_ids, inner = inner_split(train_ids, t["time"].to_numpy(), t["event"].to_numpy(),
@@ -127,12 +135,15 @@ class NeuralFoldModel:
                seed: int) -> tuple[torch.nn.Module, list[dict]]:
         """The epoch loop; returns the model (last epoch, or best inner-val epoch) and its history."""
         seed_everything(seed)
-        self.spec = ModelSpec(wsi_dim=data.wsi_dim, omic_dims=data.omic_dims, text_dim=data.text_dim, n_bins=tc.n_bins)
+        fd = data.fold(fit_ids, inner or fit_ids[:1], edges=self.edges, scaler=self.scaler, seed=seed,
+                       clinical=self.clinical, clinical_scaler=self.clinical_scaler)
+        self.spec = ModelSpec(wsi_dim=data.wsi_dim, omic_dims=data.omic_dims, text_dim=data.text_dim, n_bins=tc.n_bins,
+                              clinical_dim=self.clinical_scaler.dim if self.clinical_scaler is not None else 0,
+                              kinds=list(data.kinds))
         try:
             model = build_model(self.name, self.spec, **self.hparams)
         except (ValueError, TypeError, KeyError) as e:
             raise RunError(f"model {self.key!r}: {e}") from None
-        fd = data.fold(fit_ids, inner or fit_ids[:1], edges=self.edges, scaler=self.scaler, seed=seed)
         collate = data.collate()
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
         history: list[dict] = []
@@ -166,8 +177,15 @@ class NeuralFoldModel:
         data = inputs.data
         same = (self.groups is None) or (data.groups is not None and data.groups.names == self.groups.names
                                          and data.groups.columns == self.groups.columns)
-        if same:
+        kinds = list(self.spec.kinds) if self.spec is not None else list(data.kinds)
+        if same and data.kinds == kinds:
             return data
+        if same:  # a new cohort's knowledge: kind ids must be those the network was trained with
+            if id(inputs) not in self._views:
+                view = copy.copy(data)
+                view.kinds = kinds
+                self._views[id(inputs)] = view
+            return self._views[id(inputs)]
         if id(inputs) not in self._views:
             cohort = data.cohort
             missing = [c for cols in self.groups.columns for c in cols if c not in cohort.table.columns]
@@ -176,8 +194,9 @@ class NeuralFoldModel:
                     f"{cohort.path}: genomic column(s) {missing[:5]} used in training are missing "
                     f"({len(missing)} in all); the new cohort needs the same *_rnaseq/_cnv/_mut columns"
                 )
-            self._views[id(inputs)] = SurvivalData(cohort, self.groups, data.bags, data.report, data.pbk, None,
-                                                   strict_knowledge=False)
+            view = SurvivalData(cohort, self.groups, data.bags, data.report, data.pbk, None, strict_knowledge=False)
+            view.report_fields, view.kinds = data.report_fields, kinds
+            self._views[id(inputs)] = view
         return self._views[id(inputs)]
 
     def _logits(self, inputs: FoldInputs, ids: list[str]) -> np.ndarray:
@@ -189,7 +208,8 @@ class NeuralFoldModel:
             data = self._data(inputs)
             self._check_spec(data)
             collate = make_collate(self.spec.wsi_dim, self.spec.omic_dims, self.spec.text_dim)
-            self._cache[key] = predict_logits(self.net, data.dataset(list(ids), self.edges, self.scaler), collate)
+            ds = data.dataset(list(ids), self.edges, self.scaler, self.clinical_scaler)
+            self._cache[key] = predict_logits(self.net, ds, collate)
         return self._cache[key]
 
     def _check_spec(self, data: SurvivalData) -> None:
@@ -208,7 +228,11 @@ class NeuralFoldModel:
         return step_survival(s_bins, self.edges, times)
 
     def record(self) -> dict[str, Any]:
-        return {"history": self.history}
+        return {
+            "history": self.history,
+            "clinical": self.clinical_scaler.out_columns_ if self.clinical_scaler is not None else [],
+            "knowledge_kinds": list(self.spec.kinds) if self.spec is not None and self.spec.text_dim else [],
+        }
 
     # -- state -------------------------------------------------------------------------
     def save(self, fold: FoldFiles) -> None:
@@ -223,6 +247,7 @@ class NeuralFoldModel:
             "edges": self.edges.tolist(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "groups": {"names": self.groups.names, "columns": self.groups.columns} if self.groups else None,
+            "clinical": self.clinical_scaler.state_dict() if self.clinical_scaler is not None else None,
             "kemm_version": __version__,
         })
 
@@ -237,5 +262,8 @@ class NeuralFoldModel:
         if ck.get("groups"):
             m.groups = GenomicGroups(ck["groups"]["names"], ck["groups"]["columns"])
             m.scaler = GenomicScaler.from_state(ck["scaler"])
+        if ck.get("clinical"):
+            m.clinical_scaler = ClinicalScaler.from_state(ck["clinical"])
+            m.clinical = list(m.clinical_scaler.columns)
         m.source = str(Path(fold.dir))
         return m

@@ -45,20 +45,22 @@ def _common_grid(metas: list[dict]) -> np.ndarray:
 
 def _inputs(cfg: ExperimentConfig, cohort: Cohort, features_dir: Path | str | None, uses_clinical: bool) -> FoldInputs:
     """The new patients as fold models read them (genomic groups come from each fold model)."""
+    rf = None
+    if cfg.knowledge.report_sources:  # CoxPH covariates, or a network that opted into report fields
+        try:
+            rf = read_report_fields(cfg.knowledge.cache_dir, cfg.knowledge.report_sources[0])
+        except DataError:
+            rf = None
     if uses_clinical:  # tabular models read the covariates only: no slides, genomics or embeddings needed
-        rf = None
-        if cfg.knowledge.report:
-            try:
-                rf = read_report_fields(cfg.knowledge.cache_dir, cfg.knowledge.report)
-            except DataError:
-                rf = None
         return FoldInputs(SurvivalData(cohort, strict_knowledge=False), clinical_frame(cohort, cfg.data.clinical, rf))
     dcfg = cfg.data.model_copy(deep=True)
     dcfg.cohort, dcfg.splits_dir = str(cohort.path), None
     if features_dir is not None:
         dcfg.features_dir = str(features_dir)
     dcfg.genomics = dcfg.genomics.model_copy(update={"groups": "none"})
-    return FoldInputs(build_data(dcfg, cfg.knowledge, cohort=cohort, require_labels=False))
+    data = build_data(dcfg, cfg.knowledge, cohort=cohort, require_labels=False)
+    data.report_fields = rf
+    return FoldInputs(data)
 
 
 def predict_run(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from kemm.model.linear.coxph import CoxPHFoldModel
 from kemm.model.nn.registry import known_models as known_networks
-from kemm.model.run.config import ModelEntry, TrainConfig
+from kemm.model.run.config import ExperimentConfig, ModelEntry, model_clinical
 from kemm.model.run.foldmodel import FoldModel
 from kemm.model.run.neural import NeuralFoldModel
 
@@ -27,8 +27,8 @@ def fold_model_class(name: str) -> type:
     return LINEAR.get(name, NeuralFoldModel)
 
 
-def new_fold_model(entry: ModelEntry, train: TrainConfig, desc: str = "") -> FoldModel:
+def new_fold_model(entry: ModelEntry, cfg: ExperimentConfig, desc: str = "") -> FoldModel:
     """An unfitted fold model for a config's model entry."""
     if entry.name in LINEAR:
         return LINEAR[entry.name](entry.key, entry.hparams)
-    return NeuralFoldModel(entry.name, entry.key, entry.hparams, train, desc)
+    return NeuralFoldModel(entry.name, entry.key, entry.hparams, cfg.train, desc, clinical=model_clinical(entry, cfg))

@@ -31,10 +31,19 @@ from kemm.model.data.knowledge import TextTable
 from kemm.model.data.splits import Fold, check_folds, load_splits, make_splits, write_splits
 from kemm.model.errors import DataError, RunError
 from kemm.model.nn.losses import make_bins
-from kemm.model.run.config import ExperimentConfig, ModelEntry, dump_config, load_config, resolve_paths
+from kemm.model.run.config import (
+    REPORT_FIELD_NAMES,
+    ExperimentConfig,
+    ModelEntry,
+    dump_config,
+    load_config,
+    model_clinical,
+    resolve_paths,
+)
 from kemm.model.run.evaluate import summarize_run
 from kemm.model.run.foldmodel import FoldInputs, FoldModel
 from kemm.model.run.metrics import eval_grid, survival_metrics
+from kemm.model.run.neural import NeuralFoldModel
 from kemm.model.run.registry import fold_model_class, new_fold_model
 from kemm.model.run.rundir import RunDir
 
@@ -50,8 +59,11 @@ def set_threads(n: int | None) -> None:
 
 
 def model_identity(entry: ModelEntry, cfg: ExperimentConfig) -> str:
-    blob = json.dumps({"name": entry.name, "hparams": entry.hparams, "train": cfg.train.model_dump(mode="json",
-                       exclude={"progress", "num_threads"})}, sort_keys=True, default=str)
+    d = {"name": entry.name, "hparams": entry.hparams,
+         "train": cfg.train.model_dump(mode="json", exclude={"progress", "num_threads"})}
+    if entry.clinical is not None:  # only when set, so identities of runs made before the key existed stay valid
+        d["clinical"] = entry.clinical
+    blob = json.dumps(d, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -70,17 +82,31 @@ class Experiment:
         return self.run.root
 
 
+def _report_fields(cfg: ExperimentConfig, data: SurvivalData) -> pd.DataFrame | None:
+    """Numeric refined-report fields when a model of the run reads them (CoxPH, or a neural opt-in).
+
+    They come from the first report source (a refined-report source, not derived sentences).
+    """
+    opt_in = any(fold_model_class(m.name) is NeuralFoldModel and set(model_clinical(m, cfg)) & set(REPORT_FIELD_NAMES)
+                 for m in cfg.models)
+    if not (opt_in or any(fold_model_class(m.name).uses_clinical for m in cfg.models)):
+        return None
+    if not cfg.knowledge.report_sources:
+        return None
+    try:
+        return read_report_fields(cfg.knowledge.cache_dir, cfg.knowledge.report_sources[0])
+    except DataError as e:
+        if opt_in:
+            raise
+        log.warning("coxph: no refined-report fields (%s); using cohort columns only", e)
+        return None
+
+
 def _clinical(cfg: ExperimentConfig, data: SurvivalData) -> pd.DataFrame | None:
-    """Raw clinical covariates when a model of the run uses them (report fields where a source is set)."""
+    """Raw CoxPH covariates when a model of the run uses them (report fields where a source is set)."""
     if not any(fold_model_class(m.name).uses_clinical for m in cfg.models):
         return None
-    report_fields = None
-    if cfg.knowledge.report:
-        try:
-            report_fields = read_report_fields(cfg.knowledge.cache_dir, cfg.knowledge.report)
-        except DataError as e:
-            log.warning("coxph: no refined-report fields (%s); using cohort columns only", e)
-    return clinical_frame(data.cohort, cfg.data.clinical, report_fields)
+    return clinical_frame(data.cohort, cfg.data.clinical, data.report_fields)
 
 
 def prepare(
@@ -102,6 +128,7 @@ def prepare(
     check_folds(folds, t["event"])
     _claim_run_dir(run, cfg, restart)
     write_splits(folds, run.splits_dir)
+    data.report_fields = _report_fields(cfg, data)
     inputs = FoldInputs(data, _clinical(cfg, data), cfg.train)
     run.write_run_json({
         "identity": cfg.identity(),
@@ -167,7 +194,7 @@ def run_fold(exp: Experiment, entry: ModelEntry, fold: Fold) -> dict:
     seed = cfg.train.seed + fold.k
     t0 = _time.perf_counter()
     edges = np.asarray(make_bins(tr["time"].to_numpy(float), tr["event"].to_numpy(int), n_bins=cfg.train.n_bins), float)
-    fm: FoldModel = new_fold_model(entry, cfg.train, desc=f"{entry.key} fold {fold.k}")
+    fm: FoldModel = new_fold_model(entry, cfg, desc=f"{entry.key} fold {fold.k}")
     fm.fit(inputs, fold.train, edges, seed)
     risk = fm.predict_risk(inputs, fold.val)
     train_risk = fm.predict_risk(inputs, fold.train)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from fakes import IDENTITY, VALID_REPORT
+from fakes import IDENTITY, VALID_REPORT, HashEncoder
 from kemm.knowledge.records import CacheRecord
 from kemm.knowledge.store.cache import SourceCache, record_key, sha256_text
 from kemm.knowledge.embed.embed import embed_source
@@ -36,27 +36,6 @@ def write_source(cache_dir, source, outputs: dict[str, dict | None]) -> SourceCa
                       "input_sha": sha256_text(text), "output": out, "raw_output": "", "errors": [] if out else ["bad"],
                       "attempts": 1, "finish_reason": "stop", "input_meta": {}}))
     return sc
-
-
-class HashEncoder:
-    """Deterministic fake encoder (no model), counting what it encodes."""
-
-    def __init__(self, dim: int = 8, encoder_id: str = "hash-enc", weights: str = "w1"):
-        self.dim, self.encoder_id, self.weights = dim, encoder_id, weights
-        self.calls: list[list[str]] = []
-
-    def identity(self) -> dict:
-        return {"encoder_id": self.encoder_id, "name": "hash", "dim": self.dim, "weights_sha256": self.weights, "normalize": True}
-
-    def encode(self, texts, batch_size=64):
-        self.calls.append(list(texts))
-        rows = [np.frombuffer(hashlib.sha256(t.encode()).digest(), dtype=np.uint8)[: self.dim].astype(np.float32)
-                for t in texts]
-        return np.stack(rows).astype(np.float32)
-
-    @property
-    def n_encoded(self) -> int:
-        return sum(len(c) for c in self.calls)
 
 
 class CountingEncoder:

@@ -14,12 +14,12 @@ from kemm.model.run.train import run_experiment
 HP = {"dim": 64, "dropout": 0.1}
 
 
-def _cfg(syn, out, models, epochs=6, **train):
+def _cfg(syn, out, models, epochs=6, clinical=(), **train):
     return parse_config({
         "name": "t",
         "output_dir": str(out),
         "data": {"cohort": str(syn.cohort_csv), "features_dir": str(syn.features_dir), "n_folds": 3,
-                 "genomics": {"groups": "signatures", "signatures": str(syn.signatures_csv)}, "clinical": ["age", "sex"]},
+                 "genomics": {"groups": "signatures", "signatures": str(syn.signatures_csv)}, "clinical": ["age", "sex"], "model_clinical": list(clinical)},
         "models": [{"name": m, "hparams": {} if m == "coxph" else HP} for m in models],
         "train": {"epochs": epochs, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 16, "progress": False, **train},
     })
