@@ -348,10 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     for spec in specs:
         r, c = probe_cohort(spec, names[spec["bench"]["cohort"]], a.data_root, a.cache_dir, encoder)
         rows, covs = rows + r, covs + c
-    folds = pd.DataFrame(rows)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(a.out.with_name(a.out.stem + "_folds.csv"), folds.to_csv(index=False))
-    write_md(a.out, folds, pd.DataFrame(covs), neural_rows(a.exp_dir / "results.csv"), time.perf_counter() - t0)
+        # written after every cohort, so an interrupted run leaves the cohorts it finished
+        folds = pd.DataFrame(rows)
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(a.out.with_name(a.out.stem + "_folds.csv"), folds.to_csv(index=False))
+        write_md(a.out, folds, pd.DataFrame(covs), neural_rows(a.exp_dir / "results.csv"), time.perf_counter() - t0)
     print(a.out)
     return 0
 

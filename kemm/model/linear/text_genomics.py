@@ -95,6 +95,8 @@ def _numeric(X: pd.DataFrame, cols: list[str], what: str) -> np.ndarray:
     if missing:
         raise TextGenomicsInputError(f"X lacks the {what} column(s) {missing[:5]} the model was fitted with ({len(missing)} missing)")
     sub = X[cols]
+    if all(pd.api.types.is_numeric_dtype(d) and not pd.api.types.is_bool_dtype(d) for d in sub.dtypes):
+        return sub.to_numpy(dtype=float)  # fast path: thousands of genomic columns, already numbers
     num = sub.apply(pd.to_numeric, errors="coerce")
     bad = num.isna() & sub.notna()
     if bad.to_numpy().any():
