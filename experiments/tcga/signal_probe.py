@@ -251,6 +251,9 @@ def verdict(m: dict[str, float], nn: dict[str, float]) -> str:
         out.append(f"the encoder keeps the fields' signal (fields {bare_f:.3f}, field sentence {sent:.3f}, mean embedding {bare_e:.3f})")
     else:
         out.append(f"the fields carry little alone (fields {bare_f:.3f}, field sentence {sent:.3f}, mean embedding {bare_e:.3f})")
+    rf, lf = m.get("fields:rules", np.nan), bare_f
+    if rf > lf + 0.03:
+        out.append(f"the imported LLM source lost field content the rules source keeps (fields: rules {rf:.3f}, llm {lf:.3f})")
     neural = nn.get("text")
     if neural is not None and bare_e > neural + 0.03:
         out.append(f"lost by the model (linear on the mean embedding {bare_e:.3f} vs neural text-only {neural:.3f})")
