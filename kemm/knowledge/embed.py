@@ -36,6 +36,7 @@ import numpy as np
 
 from kemm import __version__
 from kemm.knowledge.cache import CacheError, SourceCache, atomic_write_text, now_iso
+from kemm.knowledge.encoder_catalog import EncoderError, catalog_entry_for, resolve_encoder
 from kemm.knowledge.schemas import get_schema
 
 DEFAULT_ENCODER_ID = "all-MiniLM-L6-v2"
@@ -107,9 +108,10 @@ def weights_sha256(model_dir: Path) -> str:
 
 
 def encoder_id_for(path: Path, weights_sha: str) -> str:
-    """``all-MiniLM-L6-v2`` for the packaged default, else ``<basename>-<sha[:8]>``."""
-    if Path(path).resolve() == default_encoder_path().resolve():
-        return DEFAULT_ENCODER_ID
+    """The catalog name for a packaged encoder (``all-MiniLM-L6-v2``...), else ``<basename>-<sha[:8]>``."""
+    entry = catalog_entry_for(path)
+    if entry is not None:
+        return entry.name
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).resolve().name).strip("-.") or "encoder"
     return f"{base[:64]}-{weights_sha[:8]}"
 
@@ -118,7 +120,11 @@ class SentenceTransformerEncoder:
     """A local sentence-transformers model folder, on CPU unless told otherwise."""
 
     def __init__(self, path: Path | str | None = None, device: str | None = None, normalize: bool = True):
-        self.path = Path(path) if path is not None else default_encoder_path()
+        """``path``: an encoder id of :mod:`kemm.knowledge.encoder_catalog`, a model folder, or None (default)."""
+        try:
+            self.path = resolve_encoder(path)
+        except EncoderError as e:
+            raise EmbeddingError(str(e)) from e
         if not self.path.is_dir():
             raise EmbeddingError(f"encoder {self.path}: not a folder; expected a local sentence-transformers model")
         from sentence_transformers import SentenceTransformer
@@ -130,14 +136,16 @@ class SentenceTransformerEncoder:
         self.weights_sha256 = weights_sha256(self.path)
         self.encoder_id = encoder_id_for(self.path, self.weights_sha256)
         self.is_default = self.encoder_id == DEFAULT_ENCODER_ID
+        self.catalog = catalog_entry_for(self.path)
 
     def identity(self) -> dict[str, Any]:
+        cat = self.catalog
         return {
             "encoder_id": self.encoder_id,
-            "name": DEFAULT_ENCODER_ID if self.is_default else self.path.name,
+            "name": cat.name if cat else self.path.name,
             "path": str(self.path),
-            "package": DEFAULT_ENCODER_PACKAGE if self.is_default else None,
-            "package_version": _package_version(DEFAULT_ENCODER_PACKAGE) if self.is_default else None,
+            "package": cat.package_label() if cat else None,
+            "package_version": cat.package_version() if cat else None,
             "sentence_transformers_version": _package_version("sentence-transformers"),
             "dim": self.dim,
             "weights_sha256": self.weights_sha256,
@@ -158,6 +166,7 @@ class SentenceTransformerEncoder:
 
 
 def load_encoder(path: Path | str | None = None, device: str | None = None) -> SentenceTransformerEncoder:
+    """``path``: encoder id (``kemm-knowledge encoders``), local model folder, or None for the default."""
     return SentenceTransformerEncoder(path, device=device)
 
 
@@ -464,7 +473,8 @@ def resolve_encoder_id(cache_dir: Path | str, source: str, encoder_id: str | Non
         raise EmbeddingError(f"source {source!r} has several embedding sets ({', '.join(have)}); name one with encoder_id")
     if encoder_id not in have:
         listing = ", ".join(have) if have else "none; run `kemm-knowledge embed " + source + "`"
-        raise EmbeddingError(f"source {source!r} has no embeddings for encoder {encoder_id!r}; available: {listing}")
+        raise EmbeddingError(f"source {source!r} has no embeddings for encoder {encoder_id!r}; available: {listing}; "
+                             f"make them with `kemm-knowledge embed {source} --encoder {encoder_id}`")
     return encoder_id
 
 
