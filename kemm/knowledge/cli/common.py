@@ -11,6 +11,7 @@ from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from kemm.knowledge.store.cache import default_cache_dir
 
@@ -28,7 +29,7 @@ def cache_dir_or_default(cache_dir: Optional[Path]) -> Path:
 
 
 def fail(msg: str, code: int = 2) -> NoReturn:
-    console.print(f"[bold red]error:[/] {msg}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)  # messages may hold [brackets]
     raise typer.Exit(code)
 
 

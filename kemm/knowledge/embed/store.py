@@ -133,7 +133,8 @@ def resolve_encoder_id(cache_dir: Path | str, source: str, encoder_id: str | Non
         raise EmbeddingError(f"source {source!r} has several embedding sets ({', '.join(have)}); name one with encoder_id")
     if encoder_id not in have:
         listing = ", ".join(have) if have else "none; run `kemm-knowledge embed " + source + "`"
-        raise EmbeddingError(f"source {source!r} has no embeddings for encoder {encoder_id!r}; available: {listing}")
+        raise EmbeddingError(f"source {source!r} has no embeddings for encoder {encoder_id!r}; available: {listing}; "
+                             f"make them with `kemm-knowledge embed {source} --encoder {encoder_id}`")
     return encoder_id
 
 
