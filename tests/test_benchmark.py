@@ -9,27 +9,41 @@ import pytest
 
 from conftest import SHARED_DATA
 from kemm.benchmark import BenchmarkError, load_cohort_specs, paired_tests, published_folds, run_benchmark
+from kemm.benchmark.selection import selection_groups
+from kemm.benchmark.specs import experiment_configs, experiment_plan, profile_knowledge
 
 EXP = Path(__file__).resolve().parents[1] / "experiments" / "tcga"
 RAW = SHARED_DATA / "raw"
 
 
 def test_every_cohort_config_parses():
-    from kemm.benchmark import _experiment_configs
-
     bench, specs = load_cohort_specs(EXP)
-    cohorts = {s["bench"]["cohort"] for s in specs}
-    assert {"blca", "gbmlgg", "luad", "lusc", "ucec", "hnsc", "coadread", "lihc"} <= cohorts
+    assert {"blca", "gbmlgg", "luad", "lusc", "ucec", "hnsc", "coadread", "lihc"} <= {s.cohort for s in specs}
     for s in specs:
-        runs = _experiment_configs(s, {"pbk": "p", "llm": "l", "rules": "r"}, bench, Path("/data"), Path("/kc"), Path("/out"), [])
-        kinds = dict(runs)
-        assert kinds["llm"].knowledge.report == "l" and kinds["rules"].knowledge.report == "r"
-        assert [m.key for m in kinds["rules"].models] == ["kemm_rules", "coxph_rules"]
-        assert kinds["llm"].train.epochs == 20 and kinds["llm"].data.splits_dir.startswith("/data/PORPOISE/splits")
+        runs = dict(experiment_configs(s, bench, Path("/data"), Path("/kc"), Path("/out"), []))
+        assert runs["llm"].knowledge.report == [f"tcga-{s.cohort}-llm"] and runs["llm"].knowledge.pbk == ["tcga-pbk-curated"]
+        assert runs["fields"].knowledge.report == [f"tcga-{s.cohort}-rules-fields"]
+        assert runs["fields"].knowledge.pbk == [f"tcga-{s.cohort}-rules-grounded"]
+        assert runs["none"].knowledge.report is None and runs["fields_mpnet"].knowledge.encoder == "all-mpnet-base-v2"
+        keys = [m.key for m in runs["none"].models]
+        assert keys == ["kemm_noknow", "kemm_noknow-noclin", "snn", "coxph_text_genomics"]
+        assert runs["none"].models[1].clinical == [] and runs["none"].data.model_clinical == ["age", "sex"]
+        assert runs["llm"].train.epochs == 20 and runs["llm"].data.splits_dir.startswith("/data/PORPOISE/splits")
+        assert runs["none"].data.reports and runs["none"].data.reports[0].startswith("/data/tcga-path-report/")
+    for g in selection_groups(bench):  # every candidate is a row of the benchmark
+        rows = {m.get("label") or m["name"] for _, ms in experiment_plan(bench) for m in ms}
+        assert set(g["candidates"]) <= rows
+
+
+def test_duplicate_labels_and_unknown_roles_are_errors():
+    with pytest.raises(BenchmarkError, match="appears twice"):
+        experiment_plan({"experiments": [{"profile": "a", "models": ["kemm"]}, {"profile": "b", "models": ["kemm"]}]})
+    with pytest.raises(BenchmarkError, match="unknown knowledge role"):
+        profile_knowledge({"profiles": {"x": {"report": ["rulez"]}}}, "x", "blca", Path("/kc"))
 
 
 def test_unknown_cohort_is_an_error():
-    with pytest.raises(BenchmarkError, match="no config for cohort"):
+    with pytest.raises(BenchmarkError, match="known cohorts: blca"):
         load_cohort_specs(EXP, ["nope"])
 
 
@@ -53,20 +67,46 @@ def test_published_rows_match_the_derived_file():
     assert len(mcat) == 5 and np.mean(mcat) == pytest.approx(0.6243, abs=1e-3)
 
 
+SMOKE_BASE = """
+benchmark:
+  profiles: {none: {}, fields: {report: [rules-fields], pbk: [rules-grounded]}, llm: {report: [llm], pbk: [pbk]}}
+  experiments:
+    - {profile: none, models: [{name: kemm_noknow, hparams: {dim: 16}}, {name: coxph_text_genomics}]}
+    - {profile: fields, models: [{name: kemm, label: kemm@fields, hparams: {dim: 16}}]}
+    - {profile: llm, models: [{name: kemm, label: kemm@llm, hparams: {dim: 16}}, {name: coxph}]}
+  selection: [{name: kemm_nested, candidates: [kemm@fields, kemm@llm]}]
+  pairs: [[kemm_nested, kemm_noknow], [kemm@fields, kemm_noknow]]
+models: [{name: kemm}]
+train: {epochs: 1, batch_size: 32, progress: false, num_threads: 1}
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (RAW / "PORPOISE").is_dir(), reason=f"real data absent: {RAW}")
 def test_smoke_benchmark_on_blca(tmp_path):
-    out = run_benchmark(
-        EXP, RAW, out_dir=tmp_path, cache_dir=tmp_path / "kc", cohorts=["blca"],
-        overrides=["train.epochs=1", "models=[{name: kemm, hparams: {dim: 16}}, {name: kemm_noknow, hparams: {dim: 16}}, {name: coxph}]"],
-    )
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "base.yaml").write_text(SMOKE_BASE)
+    (exp / "blca.yaml").write_text((EXP / "blca.yaml").read_text())
+    kw = dict(out_dir=tmp_path, cache_dir=tmp_path / "kc", cohorts=["blca"])
+    run_benchmark(exp, RAW, select=True, **kw)  # the nested choice on inner splits first
+    choice = pd.read_csv(tmp_path / "selection.csv")
+    assert set(choice.fold) == {-1, 0, 1, 2, 3, 4} and set(choice.chosen) <= {"kemm@fields", "kemm@llm"}
+    inner = pd.read_csv(tmp_path / "inner_splits" / "blca" / "splits_0.csv", index_col=0)
+    outer = pd.read_csv(RAW / "PORPOISE/splits/5foldcv/tcga_blca/splits_0.csv", index_col=0)
+    assert not set(inner["val"].dropna()) & set(outer["val"].dropna())  # the reported fold is never used
+    out = run_benchmark(exp, RAW, **kw)
     md = (out / "RESULTS.md").read_text()
-    for row in ("| kemm |", "| kemm_noknow |", "| coxph |", "| kemm_rules |", "| coxph_rules |", "published: MCAT"):
-        assert row in md
-    assert "last epoch" in md and "373 in total" in md
+    for row in ("| kemm_noknow |", "| coxph |", "| kemm@fields |", "| kemm_nested |", "| coxph_text_genomics |",
+                "published: MCAT", "kemm_nested − kemm_noknow", "forest.png", "models.png"):
+        assert row in md, row
+    assert "373 in total" in md and (out / "forest.png").stat().st_size > 5000
     folds = pd.read_csv(out / "folds.csv")
-    ours = folds[folds.experiment != "published"]
-    assert len(ours) == 5 * 5 and ours["c_index"].between(0, 1).all()
+    ours = folds[~folds.experiment.isin(["published"])]
+    assert len(ours) == 6 * 5 and ours["c_index"].between(0, 1).all()
+    nested = ours[ours.model == "kemm_nested"].set_index("fold")
+    for k, ch in choice[choice.fold >= 0].set_index("fold")["chosen"].items():  # fold k = the chosen row's fold k
+        assert nested.loc[k, "c_index"] == ours[(ours.model == ch) & (ours.fold == k)]["c_index"].item()
 
 
 def test_paired_tests_skip_folds_with_undefined_c_index():

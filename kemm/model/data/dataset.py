@@ -9,12 +9,14 @@ returns ``PatientDataset`` objects.  ``collate`` pads a list of patients to the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+import kemm.knowledge as knowledge
 from kemm.model.data.bags import BagStore, sample_patches
 from kemm.model.data.batch import Batch
 from kemm.model.data.cohort import Cohort, load_cohort
@@ -22,6 +24,7 @@ from kemm.model.data.genomics import GenomicGroups, GenomicScaler, build_groups
 from kemm.model.data.clinical import ClinicalScaler, clinical_frame
 from kemm.model.data.knowledge import TextTable, check_same_encoder, load_tables
 from kemm.model.errors import DataError
+
 from kemm.model.nn.losses import discretize, make_bins
 from kemm.model.run.config import DataConfig, KnowledgeConfig
 
@@ -200,6 +203,7 @@ class SurvivalData:
         self.pbk = pbk
         self.max_patches = max_patches
         self.report_fields = None  # per-case numeric report fields, set by the harness when a model opts in
+        self.report_texts: dict[str, str] | None = None  # raw report text per case (data.reports), for text baselines
         self.text_dim = check_same_encoder(report, pbk)
         self.kinds = knowledge_kinds(report, pbk)
         if groups is not None:
@@ -357,7 +361,19 @@ def build_data(
         raise DataError(
             f"{cohort.path}: PBK needs a cancer type per patient; map data.columns.cancer_type or set data.cancer_type"
         )
-    return SurvivalData(cohort, groups, bags, report, pbk, dcfg.max_patches, strict_knowledge=require_labels)
+    data = SurvivalData(cohort, groups, bags, report, pbk, dcfg.max_patches, strict_knowledge=require_labels)
+    if dcfg.reports:
+        data.report_texts = read_report_texts(dcfg.reports, dcfg.cancer_type)
+    return data
+
+
+def read_report_texts(paths: list[str], cancer_type: str | None = None) -> dict[str, str]:
+    """Raw report text per case id (several reports of a patient joined) from report files."""
+    try:
+        inputs = knowledge.report_inputs([Path(p) for p in paths], cancer_type=cancer_type)
+    except knowledge.KnowledgeError as e:
+        raise DataError(str(e)) from None
+    return {i.case_id: i.key_text for i in inputs if not i.skip_reason}
 
 
 def collate(items: list[dict]) -> Batch:

@@ -28,6 +28,11 @@ from sksurv.linear_model import CoxnetSurvivalAnalysis
 from sksurv.exceptions import NoComparablePairException
 from sksurv.metrics import concordance_index_censored
 
+from kemm import __version__
+from kemm.model.errors import RunError
+from kemm.model.run.foldmodel import FoldInputs
+from kemm.model.run.rundir import FoldFiles
+
 GENOMIC_SUFFIXES = ("_rnaseq", "_cnv", "_mut")
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 STATE_KIND = "coxph_text_genomics"
@@ -354,4 +359,76 @@ class CoxPHTextGenomics:
         params = {**state["params"], "clinical": tuple(state["params"]["clinical"])}
         m = cls(**params)
         m.state_ = state
+        return m
+
+
+# -- the fold-model adapter ----------------------------------------------------------------
+class TextGenomicsFoldModel:
+    """``coxph_text_genomics`` as a fold model.
+
+    Reads age (+ sex) and the genomic columns from the cohort table (the configured genomic
+    groups' columns, else every ``*_rnaseq/_cnv/_mut`` column) and the raw report text of each
+    case from ``data.reports`` (a case without a report gets ""). Its state is plain JSON.
+    """
+
+    name = "coxph_text_genomics"
+    uses_clinical = False
+
+    def __init__(self, key: str = "coxph_text_genomics", hparams: dict[str, Any] | None = None) -> None:
+        self.key = key
+        self.hparams = dict(hparams or {})
+        self.model: CoxPHTextGenomics | None = None
+        self.edges: np.ndarray | None = None
+
+    def _inputs(self, inputs: FoldInputs, ids: list[str]) -> tuple[pd.DataFrame, pd.Series]:
+        data = inputs.data
+        t = data.cohort.table
+        params = TextGenomicsParams(**{k: v for k, v in self.hparams.items() if k != "clinical"})
+        clinical = list(self.hparams.get("clinical", params.clinical))
+        genomic = list(data.omic_columns) or [c for c in t.columns if str(c).endswith(GENOMIC_SUFFIXES)]
+        missing = [c for c in clinical if c not in t.columns]
+        if missing:
+            raise RunError(f"model {self.key!r}: cohort {data.cohort.path} has no column(s) {missing} (hparams.clinical)")
+        if data.report_texts is None:
+            raise RunError(f"model {self.key!r} reads the raw report text: set data.reports to the report file(s)")
+        X = t.loc[ids, clinical + genomic]
+        texts = pd.Series([data.report_texts.get(c, "") for c in ids], index=ids, dtype=object)
+        return X, texts
+
+    def fit(self, inputs: FoldInputs, train_ids: list[str], edges: np.ndarray, seed: int) -> TextGenomicsFoldModel:
+        t = inputs.data.cohort.table.loc[train_ids]
+        X, texts = self._inputs(inputs, train_ids)
+        try:
+            self.model = CoxPHTextGenomics(**{**self.hparams, "seed": seed}).fit(X, texts, t["time"], t["event"])
+        except (TextGenomicsInputError, ValueError, TypeError) as e:
+            raise RunError(f"model {self.key!r}: {e}") from None
+        self.edges = np.asarray(edges, float)
+        return self
+
+    def _fitted(self) -> CoxPHTextGenomics:
+        if self.model is None:
+            raise RuntimeError("TextGenomicsFoldModel is not fitted; call fit() or load() first")
+        return self.model
+
+    def predict_risk(self, inputs: FoldInputs, ids: list[str]) -> np.ndarray:
+        return self._fitted().predict_risk(*self._inputs(inputs, ids))
+
+    def predict_survival(self, inputs: FoldInputs, ids: list[str], times: np.ndarray) -> np.ndarray:
+        return self._fitted().predict_survival(*self._inputs(inputs, ids), times)
+
+    def record(self) -> dict[str, Any]:
+        st = self._fitted().to_state()
+        return {"alpha": st["alpha"], "n_coef_nonzero": int(np.count_nonzero(st["coef"]))}
+
+    def save(self, fold: FoldFiles) -> None:
+        fold.write_json({"name": self.name, "key": self.key, "hparams": self.hparams,
+                         "edges": self.edges.tolist() if self.edges is not None else None,
+                         "kemm_version": __version__, "model": self._fitted().to_state()})
+
+    @classmethod
+    def load(cls, fold: FoldFiles) -> TextGenomicsFoldModel:
+        st = fold.read_json()
+        m = cls(st.get("key", fold.model), st.get("hparams"))
+        m.model = CoxPHTextGenomics.from_state(st["model"])
+        m.edges = np.asarray(st["edges"], float) if st.get("edges") is not None else None
         return m

@@ -88,6 +88,11 @@ class DataConfig(_Strict):
         description="CoxPH covariates: cohort columns (age, sex, ...) and refined-report fields "
         "(stage, grade, pT, pN, nodes_positive, ...) when knowledge.report is set",
     )
+    reports: list[str] = Field(
+        default_factory=list,
+        description="pathology report files (CSV/JSONL, tcga-path-report layout: case = first 12 characters of "
+        "pdf_file_name_path, text = ocr_text) whose raw text coxph_text_genomics reads; [] = none",
+    )
     model_clinical: list[str] = Field(
         default_factory=lambda: ["age", "sex"],
         description="cohort columns every neural model receives (standardised with training-fold statistics, "
@@ -286,6 +291,7 @@ def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     c.data.genomics.signatures = _abs(c.data.genomics.signatures)
     c.data.genomics.pathways = _abs(c.data.genomics.pathways)
     c.knowledge.cache_dir = _abs(c.knowledge.cache_dir)
+    c.data.reports = [_abs(r) or r for r in c.data.reports]
     c.output_dir = _abs(str(cfg.run_dir))
     return c
 

@@ -9,12 +9,13 @@ Imports: ``kemm.model.linear``, ``kemm.model.nn.registry``, ``kemm.model.run`` (
 from __future__ import annotations
 
 from kemm.model.linear.coxph import CoxPHFoldModel
+from kemm.model.linear.text_genomics import TextGenomicsFoldModel
 from kemm.model.nn.registry import known_models as known_networks
 from kemm.model.run.config import ExperimentConfig, ModelEntry, model_clinical
 from kemm.model.run.foldmodel import FoldModel
 from kemm.model.run.neural import NeuralFoldModel
 
-LINEAR: dict[str, type] = {"coxph": CoxPHFoldModel}
+LINEAR: dict[str, type] = {"coxph": CoxPHFoldModel, "coxph_text_genomics": TextGenomicsFoldModel}
 
 
 def known_models() -> list[str]:

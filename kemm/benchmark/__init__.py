@@ -1,0 +1,77 @@
+"""The real-TCGA benchmark: knowledge from real reports; KEMM, its ablations and baselines.
+
+``kemm benchmark experiments/tcga --data-root ../shared/data/raw`` runs, per cohort config
+``experiments/tcga/<cohort>.yaml`` merged over ``base.yaml``:
+
+1. ``sources.py``: the knowledge sources (rules, imported LLM, derived field sentences and
+   grounded PBK, curated PBK), embedded with every encoder a profile names;
+2. ``specs.py``: one CV run per (cohort, knowledge profile) with that profile's models;
+3. ``selection.py`` (``--select``): the nested choice between candidate designs on inner splits
+   of the training folds (SELECTION.md);
+4. ``results.py``: RESULTS.md, results.csv, folds.csv and the figures.
+
+Every step is resumable. This package spans both halves and calls each only through its public
+functions (``kemm.knowledge``) or the model half's run API.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from kemm._io import atomic_write_text
+from kemm.benchmark.results import paired_tests, published_folds, write_results
+from kemm.benchmark.selection import choose, render_selection, run_selection, selection_groups
+from kemm.benchmark.sources import build_sources
+from kemm.benchmark.specs import BenchmarkError, experiment_configs, load_cohort_specs
+from kemm.model.run.train import run_experiment
+
+__all__ = ["BenchmarkError", "load_cohort_specs", "paired_tests", "published_folds", "run_benchmark"]
+log = logging.getLogger(__name__)
+
+
+def run_benchmark(
+    exp_dir: Path,
+    data_root: Path,
+    out_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    cohorts: list[str] | None = None,
+    overrides: list[str] | None = None,
+    derived_root: Path | None = None,
+    select: bool = False,
+    stages: tuple[str, ...] = ("sources", "runs", "results"),
+) -> Path:
+    """Build sources, run every experiment (or, with ``select``, the nested design choice), write results."""
+    exp_dir, data_root = Path(exp_dir), Path(data_root)
+    if not data_root.is_dir():
+        raise BenchmarkError(f"--data-root {data_root}: no such folder (expected shared/data/raw)")
+    out_dir = Path(out_dir or exp_dir)
+    cache_dir = Path(cache_dir or "knowledge_cache")
+    bench_base, specs = load_cohort_specs(exp_dir, cohorts)
+    timings: dict[str, float] = {}
+    if "sources" in stages:
+        t0 = time.perf_counter()
+        build_sources(specs, bench_base, data_root, cache_dir)
+        timings["knowledge_s"] = round(time.perf_counter() - t0, 1)
+    if select:
+        inner = run_selection(specs, bench_base, data_root, cache_dir, out_dir, overrides or [])
+        groups = selection_groups(bench_base)
+        choice = choose(inner, groups)
+        inner.to_csv(out_dir / "selection_inner.csv", index=False)
+        choice.to_csv(out_dir / "selection.csv", index=False)
+        atomic_write_text(out_dir / "SELECTION.md", render_selection(inner, choice, groups))
+        return out_dir
+    run_dirs: dict[str, dict[str, Path]] = {}
+    for spec in specs:
+        run_dirs[spec.cohort] = {}
+        for profile, cfg in experiment_configs(spec, bench_base, data_root, cache_dir, out_dir, overrides or []):
+            if "runs" in stages:
+                log.info("cohort %s: profile %s (%d models)", spec.cohort, profile, len(cfg.models))
+                tc = time.perf_counter()
+                run_experiment(cfg)
+                timings[f"{spec.cohort}/{profile}"] = round(time.perf_counter() - tc, 1)
+            run_dirs[spec.cohort][profile] = Path(cfg.output_dir or cfg.run_dir)
+    if "results" in stages:
+        derived = Path(derived_root) if derived_root else data_root.parent / "derived"
+        write_results(out_dir, specs, run_dirs, derived, timings, bench_base)
+    return out_dir
