@@ -175,7 +175,7 @@ app.add_typer(run_app, name="run")
 
 @run_app.command("upgrade")
 def upgrade(run_dir: Path = typer.Argument(..., help="A run directory you trust (it is unpickled).")) -> None:
-    """Re-save pickled CoxPH fold models (model.pkl, kemm < 0.2) as plain JSON.
+    """Re-save pickled CoxPH fold models (model.pkl, written by an older kemm) as plain JSON.
 
     Loading a pickle runs whatever code it names: run this only on a run directory you
     (or someone you trust) wrote. Every other command refuses model.pkl files.

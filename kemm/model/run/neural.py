@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from kemm.model.run.foldmodel import FoldInputs
 from kemm.model.run.metrics import harrell_c, step_survival
 from kemm.model.run.rundir import FoldFiles
 
-Collate = Any  # Callable[[list[dict]], Batch]
+Collate = Callable[[list[dict]], Batch]
 
 
 def seed_everything(seed: int) -> None:
@@ -223,9 +223,12 @@ class NeuralFoldModel:
         return risk_from_logits(torch.as_tensor(self._logits(inputs, ids))).numpy()
 
     def predict_survival(self, inputs: FoldInputs, ids: list[str], times: np.ndarray) -> np.ndarray:
-        """``[n, len(times)]``: the per-bin survival as a step function (exact at the bin edges)."""
+        """``[n, len(times)]``: the per-bin survival as a step function (exact at the bin edges).
+
+        float32 like the network's output (the values written to ``predictions.csv``).
+        """
         s_bins = hazards_to_survival(torch.as_tensor(self._logits(inputs, ids))).numpy()
-        return step_survival(s_bins, self.edges, times)
+        return step_survival(s_bins, self.edges, times).astype(s_bins.dtype)
 
     def record(self) -> dict[str, Any]:
         return {

@@ -89,7 +89,7 @@ def predict_run(
     grid = _common_grid(metas)
     ids = cohort.case_ids
     R = np.stack([fm.predict_risk(inputs, ids) for fm in fold_models])
-    S = np.mean(np.stack([fm.predict_survival(inputs, ids, grid) for fm in fold_models]), axis=0)
+    S = np.mean(np.stack([fm.predict_survival(inputs, ids, grid) for fm in fold_models]).astype(float), axis=0)
     med = float(np.mean([m["train_median_risk"] for m in metas]))
     out = pd.DataFrame({"case_id": ids, "model": model, "risk": R.mean(0), "risk_std": R.std(0)})
     out["risk_group"] = np.where(out["risk"] > med, "high", "low")

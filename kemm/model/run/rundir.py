@@ -40,9 +40,9 @@ _FOLD_RE = re.compile(r"^fold_(\d+)$")
 
 def legacy_pickle_message(path: Path) -> str:
     return (
-        f"{path}: a pickled fold model (kemm < 0.2) is never loaded by kemm, since unpickling a file can run "
+        f"{path}: a pickled fold model (written by an older kemm) is never loaded by kemm, since unpickling a file can run "
         f"arbitrary code; if you trust this run directory, re-save it as plain data with `kemm run upgrade "
-        f"{path.parents[2]}` and run the command again"
+        f"{path.parents[3]}` and run the command again"
     )
 
 

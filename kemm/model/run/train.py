@@ -167,7 +167,7 @@ def _metrics(train_time, train_event, test_time, test_event, risk, surv_fn) -> d
     except Exception as e:  # a fold whose follow-up leaves no grid still gets its C-index
         log.warning("no evaluation grid: %s", e)
         grid = np.empty(0)
-    surv = surv_fn(grid) if len(grid) else None
+    surv = np.asarray(surv_fn(grid), dtype=float) if len(grid) else None
     m = survival_metrics(train_time, train_event, test_time, test_event, risk, surv, grid if len(grid) else None)
     return {k: (float(v) if v is not None and np.isfinite(v) else None) for k, v in m.items()}
 

@@ -70,7 +70,7 @@ def test_crafted_pickle_is_never_loaded(cox_run, tmp_path) -> None:
 
     with pytest.raises(RunError, match="run upgrade") as e:
         predict_run(evil, syn.cohort_csv)
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and f"`kemm run upgrade {evil}`" in str(e.value)
     res = CliRunner().invoke(app, ["predict", str(evil), "--cohort", str(syn.cohort_csv), "--out", str(tmp_path / "p.csv")])
     assert res.exit_code == 2 and "kemm run upgrade" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["evaluate", str(evil), "--no-folds"])
