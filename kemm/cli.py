@@ -217,13 +217,15 @@ def benchmark(
     override: list[str] = typer.Option([], "--set", help="Config override for every cohort, e.g. train.epochs=2 (repeatable)."),
     select: bool = typer.Option(False, "--select", help="Run the nested design choice on inner splits (SELECTION.md), not the benchmark."),
     stages: str = typer.Option("sources,runs,results", "--stages", help="Comma-separated subset of sources,runs,results."),
+    profiles: str = typer.Option("", "--profiles", help="Train only these knowledge profiles (comma-separated; default all)."),
 ) -> None:
     """Real TCGA benchmark: knowledge from real reports; KEMM, ablations and baselines on the published splits."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         out = run_benchmark(exp_dir, data_root, out_dir=out_dir, cache_dir=cache_dir,
                             cohorts=[c for c in cohorts.split(",") if c] or None, overrides=override,
-                            select=select, stages=tuple(x for x in stages.split(",") if x))
+                            select=select, stages=tuple(x for x in stages.split(",") if x),
+                            profiles=[p for p in profiles.split(",") if p] or None)
     except (BenchmarkError, KnowledgeError, ModelError) as e:
         fail(str(e))
     typer.echo(f"results: {out / ('SELECTION.md' if select else 'RESULTS.md')}")

@@ -40,6 +40,7 @@ def run_benchmark(
     derived_root: Path | None = None,
     select: bool = False,
     stages: tuple[str, ...] = ("sources", "runs", "results"),
+    profiles: list[str] | None = None,
 ) -> Path:
     """Build sources, run every experiment (or, with ``select``, the nested design choice), write results."""
     exp_dir, data_root = Path(exp_dir), Path(data_root)
@@ -65,7 +66,7 @@ def run_benchmark(
     for spec in specs:
         run_dirs[spec.cohort] = {}
         for profile, cfg in experiment_configs(spec, bench_base, data_root, cache_dir, out_dir, overrides or []):
-            if "runs" in stages:
+            if "runs" in stages and (profiles is None or profile in profiles):
                 log.info("cohort %s: profile %s (%d models)", spec.cohort, profile, len(cfg.models))
                 tc = time.perf_counter()
                 run_experiment(cfg)
