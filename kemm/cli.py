@@ -1,7 +1,7 @@
 """kemm: knowledge-enhanced multimodal survival models.
 
 Commands: demo (offline end-to-end run on a synthetic cohort), train, ablate,
-evaluate, predict, benchmark, run upgrade.  Knowledge building lives in ``kemm-knowledge``.
+evaluate, predict, explain, benchmark, run upgrade.  Knowledge building lives in ``kemm-knowledge``.
 Exit codes: 0 ok, 2 config/data errors (one line naming file, key, case), 1 unexpected errors.
 
 This module spans both halves: it imports ``kemm.model`` modules, the knowledge half
@@ -23,6 +23,7 @@ from kemm.knowledge import KnowledgeError
 from kemm.model.errors import ModelError
 from kemm.model.run.config import ModelEntry, load_config
 from kemm.model.run.evaluate import LABELS, METRICS, load_run, summarize_run
+from kemm.model.run.explain import CaseExplanation, cohort_summary, explain_all, explain_case, open_run, write_case, write_cohort
 from kemm.model.run.predict import predict_run
 from kemm.model.run.rundir import RunDir
 from kemm.model.run.train import run_experiment
@@ -167,6 +168,58 @@ def predict(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_path, index=False)
     out.print(f"wrote {len(df)} predictions ({df['model'].iloc[0]}, {sum(c.startswith('risk_fold') for c in df.columns)} folds) to {out_path}")
+
+
+def _print_case(e: CaseExplanation) -> None:
+    t = Table(title=f"{e.case_id}: {e.model}, fold {e.fold} (out-of-fold), risk {e.risk:.3f}", title_justify="left")
+    for c in ("#", "source", "kind", "weight", "statement"):
+        t.add_column(c, justify="right" if c in ("#", "weight") else "left")
+    groups = list(e.tokens[0].omic) if e.tokens and e.tokens[0].omic else []
+    if groups:
+        t.add_column("top genomic group")
+    for tok in e.tokens:
+        row = [str(tok.position), tok.source, tok.kind, f"{tok.weight:.3f}", tok.text]
+        if groups:
+            g = max(tok.omic, key=tok.omic.get)
+            row.append(f"{g} {tok.omic[g]:.2f}")
+        t.add_row(*row)
+    out.print(t)
+
+
+@app.command()
+def explain(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `kemm train`."),
+    case: Optional[str] = typer.Argument(None, help="Case id of one patient of the run (omit with --cohort)."),
+    cohort: bool = typer.Option(False, "--cohort", help="Mean pooling weight per statement kind over all out-of-fold patients."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model of the run [default: the main model]."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for the CSV/JSON/PNG [default: RUN/explain]."),
+) -> None:
+    """Which knowledge a trained model used: a patient's knowledge tokens with their pooling weights.
+
+    The patient is explained by the fold model whose validation fold holds it (out-of-fold).
+    Writes <case>.csv/.json/.png (or cohort.csv/.png with --cohort) to --out.
+    """
+    if (case is None) == (not cohort):
+        fail("give either a CASE id or --cohort (not both)")
+    dest = out_dir or Path(run_dir) / "explain"
+    try:
+        if case is not None:
+            e = explain_case(run_dir, case, model)
+            _print_case(e)
+            stem = case if model is None else f"{case}_{model}"
+            paths = write_case(e, dest, stem)
+        else:
+            ctx = open_run(run_dir, model)
+            expls = explain_all(ctx)
+            summary = cohort_summary(expls)
+            n_tok = sum(1 for x in expls if x.tokens)
+            title = (f"{ctx.cfg.name}: {ctx.model}, {n_tok} of {len(expls)} out-of-fold patients with knowledge tokens; "
+                     "blue = report, orange = PBK")
+            paths = write_cohort(summary, dest, title, "cohort" if model is None else f"cohort_{model}")
+            out.print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"), highlight=False)
+    except (ModelError, KnowledgeError) as e:
+        fail(str(e))
+    out.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
 
 
 run_app = typer.Typer(no_args_is_help=True, help="Maintenance of run directories.")
