@@ -56,3 +56,79 @@ def test_embeddings_of_a_record_that_now_failed_are_refused(tmp_path):
     _append(tmp_path, "src", {"C0": None})  # the rebuild of C0 failed: it has no knowledge now
     with pytest.raises(EmbeddingError, match="kemm-knowledge embed src"):
         read_embeddings(tmp_path, "src")
+
+
+# -- item 1: a resumed or rerun training run never mixes knowledge generations -------------------
+@pytest.fixture(scope="module")
+def syn_small(tmp_path_factory):
+    from kemm.model.data.synthetic import make_synthetic_cohort
+
+    return make_synthetic_cohort(tmp_path_factory.mktemp("syn"), n_patients=60, seed=1, patches=(5, 10), wsi_dim=8)
+
+
+def _knowledge_cache(syn, cache_dir):
+    from kemm.knowledge import build_reports
+
+    build_reports(syn.reports_csv, "rep", backend="rules", cache_dir=cache_dir, cancer_type=syn.cancer_type)
+    embed_source(cache_dir, "rep", HashEncoder(), progress=False)
+
+
+def _rebuild_one_case(cache_dir) -> None:
+    """What a rebuild that regenerated one report does: a new last record for that case, then embed."""
+    sc = SourceCache(cache_dir, "rep")
+    rec = next(iter(sc.ok_by_case().values()))
+    out = dict(rec.output)
+    out["summary"] = "A different summary from a newer build."
+    with sc.writer() as w:
+        w.append(rec.model_copy(update={"output": out}))
+    embed_source(cache_dir, "rep", HashEncoder(), progress=False)
+
+
+def _knowledge_cfg(syn, out, cache_dir):
+    from kemm.model.run.config import parse_config
+
+    return parse_config({
+        "name": "t", "output_dir": str(out),
+        "data": {"cohort": str(syn.cohort_csv), "n_folds": 3, "clinical": ["age", "stage"],
+                 "genomics": {"groups": "signatures", "signatures": str(syn.signatures_csv)}},
+        "knowledge": {"report": "rep", "cache_dir": str(cache_dir)},
+        "models": [{"name": "coxph"}],
+        "train": {"progress": False},
+    })
+
+
+def test_resume_refuses_a_run_whose_knowledge_changed(syn_small, tmp_path):
+    from kemm.model.errors import RunError
+    from kemm.model.run.train import run_experiment
+
+    _knowledge_cache(syn_small, tmp_path / "kc")
+    cfg = _knowledge_cfg(syn_small, tmp_path / "run", tmp_path / "kc")
+
+    def stop(model, k, rec):
+        if k == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, on_fold_done=stop)
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["knowledge"]
+    assert [s["source"] for s in recorded] == ["rep"] and recorded[0]["records_generation"]
+    _rebuild_one_case(tmp_path / "kc")
+    with pytest.raises(RunError, match=r"knowledge source 'rep' changed.*--restart"):
+        run_experiment(cfg)
+    run = run_experiment(cfg, restart=True)  # the fix the message names
+    assert len(list((run / "folds" / "coxph").glob("fold_*/metrics.json"))) == 3
+    _rebuild_one_case(tmp_path / "kc")  # a finished run: rerunning it must not report old-knowledge results
+    with pytest.raises(RunError, match="knowledge source 'rep' changed"):
+        run_experiment(cfg)
+
+
+def test_resume_with_unchanged_knowledge_and_a_no_op_embed_goes_on(syn_small, tmp_path):
+    from kemm.model.run.train import run_experiment
+
+    _knowledge_cache(syn_small, tmp_path / "kc")
+    cfg = _knowledge_cfg(syn_small, tmp_path / "run", tmp_path / "kc")
+    run_experiment(cfg)
+    embed_source(tmp_path / "kc", "rep", HashEncoder(), progress=False)  # nothing changed: same identity
+    started = []
+    run_experiment(cfg, on_fold_start=lambda m, k: started.append((m, k)))
+    assert started == []
