@@ -132,3 +132,65 @@ def test_resume_with_unchanged_knowledge_and_a_no_op_embed_goes_on(syn_small, tm
     started = []
     run_experiment(cfg, on_fold_start=lambda m, k: started.append((m, k)))
     assert started == []
+
+
+# -- item 3: non-finite patch features and risks ------------------------------------------------
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_patch_features_are_a_data_error_naming_file_and_case(tmp_path, bad):
+    import torch
+
+    from kemm.model.data.bags import BagStore
+    from kemm.model.errors import DataError
+
+    x = torch.ones(4, 3)
+    torch.save(x, tmp_path / "S1.pt")
+    x[2, 1] = bad
+    torch.save(x, tmp_path / "S2.pt")
+    store = BagStore(tmp_path, {"C1": ["S1"], "C2": ["S2"]})
+    assert store.load("C1").shape == (4, 3)
+    with pytest.raises(DataError, match=r"S2\.pt.*'C2'.*non-finite"):
+        store.load("C2")
+
+
+def test_a_nan_risk_fails_the_fold_instead_of_writing_it(syn_small, tmp_path, monkeypatch):
+    import numpy as np
+
+    from kemm.model.errors import RunError
+    from kemm.model.linear.coxph import CoxPHFoldModel
+    from kemm.model.run.train import run_experiment
+
+    _knowledge_cache(syn_small, tmp_path / "kc")
+    cfg = _knowledge_cfg(syn_small, tmp_path / "run", tmp_path / "kc")
+    real = CoxPHFoldModel.predict_risk
+
+    def nan_risk(self, inputs, ids):
+        r = np.array(real(self, inputs, ids), dtype=float)
+        r[0] = np.nan
+        return r
+
+    monkeypatch.setattr(CoxPHFoldModel, "predict_risk", nan_risk)
+    with pytest.raises(RunError, match=r"coxph.*fold 0.*non-finite risk"):
+        run_experiment(cfg)
+    assert not list((tmp_path / "run").glob("folds/*/*/metrics.json"))  # the fold is not marked done
+
+
+def test_predict_never_groups_a_nan_risk(syn_small, tmp_path, monkeypatch):
+    import numpy as np
+
+    from kemm.model.errors import DataError
+    from kemm.model.linear.coxph import CoxPHFoldModel
+    from kemm.model.run.predict import predict_run
+    from kemm.model.run.train import run_experiment
+
+    _knowledge_cache(syn_small, tmp_path / "kc")
+    run = run_experiment(_knowledge_cfg(syn_small, tmp_path / "run", tmp_path / "kc"))
+    real = CoxPHFoldModel.predict_risk
+
+    def nan_risk(self, inputs, ids):
+        r = np.array(real(self, inputs, ids), dtype=float)
+        r[1] = np.nan
+        return r
+
+    monkeypatch.setattr(CoxPHFoldModel, "predict_risk", nan_risk)
+    with pytest.raises(DataError, match=r"non-finite risk.*TCGA-SY-"):
+        predict_run(run, syn_small.cohort_csv, model="coxph")

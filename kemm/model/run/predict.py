@@ -63,6 +63,16 @@ def _inputs(cfg: ExperimentConfig, cohort: Cohort, features_dir: Path | str | No
     return FoldInputs(data)
 
 
+def _check_finite(R: np.ndarray, ids: list[str], model: str) -> None:
+    """``R`` [folds, N]: a NaN risk is never written or put in a risk group."""
+    bad = [cid for cid, ok in zip(ids, np.isfinite(R).all(axis=0)) if not ok]
+    if bad:
+        raise DataError(
+            f"model {model!r}: non-finite risk for {len(bad)} case(s) ({', '.join(map(str, bad[:5]))}); "
+            "check those cases' features, genomics and clinical values for NaN/inf"
+        )
+
+
 def predict_run(
     run_dir: Path | str,
     cohort_path: Path | str,
@@ -88,7 +98,8 @@ def predict_run(
     inputs = _inputs(cfg, cohort, features_dir, cls.uses_clinical)
     grid = _common_grid(metas)
     ids = cohort.case_ids
-    R = np.stack([fm.predict_risk(inputs, ids) for fm in fold_models])
+    R = np.stack([np.asarray(fm.predict_risk(inputs, ids), dtype=float) for fm in fold_models])
+    _check_finite(R, ids, model)
     S = np.mean(np.stack([fm.predict_survival(inputs, ids, grid) for fm in fold_models]).astype(float), axis=0)
     med = float(np.mean([m["train_median_risk"] for m in metas]))
     out = pd.DataFrame({"case_id": ids, "model": model, "risk": R.mean(0), "risk_std": R.std(0)})

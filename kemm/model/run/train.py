@@ -235,6 +235,18 @@ def _prediction_frame(ids, fold, model, risk, median, surv_edges, edges, time, e
     return df
 
 
+def _finite(risk: np.ndarray, ids: list[str], model: str, k: int) -> np.ndarray:
+    """``risk`` [N] when every value is finite; a NaN risk is never written, scored or grouped."""
+    risk = np.asarray(risk, dtype=float)
+    bad = [cid for cid, r in zip(ids, risk) if not np.isfinite(r)]
+    if bad:
+        raise RunError(
+            f"model {model!r} fold {k}: non-finite risk for {len(bad)} case(s) ({', '.join(map(str, bad[:5]))}); "
+            "the model diverged or an input is NaN: lower train.lr, or check those cases' features and genomics"
+        )
+    return risk
+
+
 def run_fold(exp: Experiment, entry: ModelEntry, fold: Fold) -> dict:
     """Train + evaluate one model on one fold and write its artifacts (metrics.json last)."""
     cfg, inputs = exp.cfg, exp.inputs
@@ -246,8 +258,8 @@ def run_fold(exp: Experiment, entry: ModelEntry, fold: Fold) -> dict:
     edges = np.asarray(make_bins(tr["time"].to_numpy(float), tr["event"].to_numpy(int), n_bins=cfg.train.n_bins), float)
     fm: FoldModel = new_fold_model(entry, cfg, desc=f"{entry.key} fold {fold.k}")
     fm.fit(inputs, fold.train, edges, seed)
-    risk = fm.predict_risk(inputs, fold.val)
-    train_risk = fm.predict_risk(inputs, fold.train)
+    risk = _finite(fm.predict_risk(inputs, fold.val), fold.val, entry.key, fold.k)
+    train_risk = _finite(fm.predict_risk(inputs, fold.train), fold.train, entry.key, fold.k)
     surv_edges = fm.predict_survival(inputs, fold.val, edges[1:])  # [n_val, n_bins]: S at each bin's end
     fm.save(files)
     median = float(np.median(train_risk))
