@@ -194,3 +194,32 @@ def test_predict_never_groups_a_nan_risk(syn_small, tmp_path, monkeypatch):
     monkeypatch.setattr(CoxPHFoldModel, "predict_risk", nan_risk)
     with pytest.raises(DataError, match=r"non-finite risk.*TCGA-SY-"):
         predict_run(run, syn_small.cohort_csv, model="coxph")
+
+
+# -- item 4: predict refuses a checkpoint of another model ----------------------------------------
+def test_predict_refuses_a_checkpoint_of_another_model(syn_small, tmp_path):
+    import shutil
+
+    from kemm.model.errors import RunError
+    from kemm.model.run.config import parse_config
+    from kemm.model.run.predict import predict_run
+    from kemm.model.run.train import run_experiment
+
+    hp = {"dim": 16}
+    cfg = parse_config({
+        "name": "t", "output_dir": str(tmp_path / "run"),
+        "data": {"cohort": str(syn_small.cohort_csv), "features_dir": str(syn_small.features_dir), "n_folds": 3,
+                 "clinical": ["age"], "genomics": {"groups": "signatures", "signatures": str(syn_small.signatures_csv)}},
+        "models": [{"name": "snn", "hparams": hp}, {"name": "abmil", "hparams": hp}, {"name": "coxph"}],
+        "train": {"epochs": 1, "batch_size": 16, "progress": False},
+    })
+    run = run_experiment(cfg)
+    assert len(predict_run(run, syn_small.cohort_csv, model="abmil")) == 60
+    shutil.copy(run / "folds/snn/fold_1/model.pt", run / "folds/abmil/fold_1/model.pt")  # an SNN labelled abmil
+    with pytest.raises(RunError, match=r"fold_1.*'snn'.*'abmil'"):
+        predict_run(run, syn_small.cohort_csv, model="abmil")
+    p = run / "folds/coxph/fold_0/model.json"
+    st = json.loads(p.read_text())
+    p.write_text(json.dumps({**st, "name": "coxph_text_genomics", "key": "coxph_text_genomics"}))
+    with pytest.raises(RunError, match=r"fold_0.*'coxph_text_genomics'.*'coxph'"):
+        predict_run(run, syn_small.cohort_csv, model="coxph")
