@@ -223,3 +223,29 @@ def test_predict_refuses_a_checkpoint_of_another_model(syn_small, tmp_path):
     p.write_text(json.dumps({**st, "name": "coxph_text_genomics", "key": "coxph_text_genomics"}))
     with pytest.raises(RunError, match=r"fold_0.*'coxph_text_genomics'.*'coxph'"):
         predict_run(run, syn_small.cohort_csv, model="coxph")
+
+
+# -- item 5: duplicate case rows with conflicting genomics -----------------------------------------
+def _cohort_rows(g1_second_row):
+    base = {"case_id": "TCGA-AA-0001", "survival_months": 10.0, "censorship": 0, "oncotree_code": "BLCA", "age": 60,
+            "is_female": 0, "G1_rnaseq": 1.0, "G2_cnv": 2.0}
+    return [
+        {**base, "slide_id": "s1.svs"},
+        {**base, "slide_id": "s2.svs", "G1_rnaseq": g1_second_row},
+        {**base, "case_id": "TCGA-AA-0002", "slide_id": "s3.svs", "G1_rnaseq": 3.0},
+    ]
+
+
+def test_duplicate_case_rows_with_conflicting_genomics_are_an_error(tmp_path):
+    import pandas as pd
+
+    from kemm.model.data.cohort import load_cohort
+    from kemm.model.errors import DataError
+
+    p = tmp_path / "cohort.csv"
+    pd.DataFrame(_cohort_rows(1.5)).to_csv(p, index=False)
+    with pytest.raises(DataError, match=r"case 'TCGA-AA-0001'.*conflicting.*'G1_rnaseq'"):
+        load_cohort(p)
+    for same in (1.0, float("nan")):  # equal values, or a value missing on one slide row: no conflict
+        pd.DataFrame(_cohort_rows(same)).to_csv(p, index=False)
+        assert load_cohort(p).table.loc["TCGA-AA-0001", "G1_rnaseq"] == 1.0
