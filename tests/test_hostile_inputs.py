@@ -249,3 +249,24 @@ def test_duplicate_case_rows_with_conflicting_genomics_are_an_error(tmp_path):
     for same in (1.0, float("nan")):  # equal values, or a value missing on one slide row: no conflict
         pd.DataFrame(_cohort_rows(same)).to_csv(p, index=False)
         assert load_cohort(p).table.loc["TCGA-AA-0001", "G1_rnaseq"] == 1.0
+
+
+# -- item 6: benchmark results state their settings and never overwrite the committed ones by default
+def test_benchmark_with_overrides_writes_outside_the_committed_results_and_names_its_settings(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import pandas as pd
+
+    from kemm.benchmark import run_benchmark
+    from kemm.benchmark.results import render_md
+
+    exp = Path(__file__).resolve().parents[1] / "experiments" / "tcga"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "raw").mkdir()
+    out = run_benchmark(exp, tmp_path / "raw", cohorts=["blca"], overrides=["train.epochs=2"], stages=())
+    assert out.resolve() == (tmp_path / "runs" / "benchmark").resolve()
+    settings = {"command": "kemm benchmark experiments/tcga --data-root raw --set train.epochs=2 --cohorts blca",
+                "cohorts": ["blca"], "overrides": ["train.epochs=2"], "train": {"epochs": 2, "lr": 0.0002}}
+    md = render_md(pd.DataFrame(columns=["cohort"]), {}, {}, {}, {"protocol": "20 epochs"}, ["blca"],
+                   pd.DataFrame(), [], settings)
+    assert settings["command"] in md and "`train.epochs=2`" in md and "epochs 2" in md and "Cohorts: blca" in md
