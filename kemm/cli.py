@@ -10,6 +10,7 @@ only through ``kemm.knowledge`` (its public API), and ``kemm.pipelines`` / ``kem
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -264,7 +265,8 @@ def demo(
 def benchmark(
     exp_dir: Path = typer.Argument(Path("experiments/tcga"), help="Folder of cohort configs + base.yaml."),
     data_root: Path = typer.Option(..., "--data-root", help="The raw data folder (shared/data/raw)."),
-    out_dir: Path = typer.Option(None, "--out", help="Where RESULTS.md, results.csv, folds.csv and runs/ go (default: EXP_DIR)."),
+    out_dir: Path = typer.Option(None, "--out", help="Where RESULTS.md, results.csv, folds.csv and runs/ go (default: "
+                                 "EXP_DIR; runs/benchmark when --set or --cohorts is given)."),
     cache_dir: Path = typer.Option(Path("knowledge_cache"), "--cache-dir", help="Knowledge cache for the real-report sources."),
     cohorts: str = typer.Option("", "--cohorts", help="Comma-separated subset, e.g. blca,luad."),
     override: list[str] = typer.Option([], "--set", help="Config override for every cohort, e.g. train.epochs=2 (repeatable)."),
@@ -278,7 +280,8 @@ def benchmark(
         out = run_benchmark(exp_dir, data_root, out_dir=out_dir, cache_dir=cache_dir,
                             cohorts=[c for c in cohorts.split(",") if c] or None, overrides=override,
                             select=select, stages=tuple(x for x in stages.split(",") if x),
-                            profiles=[p for p in profiles.split(",") if p] or None)
+                            profiles=[p for p in profiles.split(",") if p] or None,
+                            command=shlex.join(["kemm", *sys.argv[1:]]))
     except (BenchmarkError, KnowledgeError, ModelError) as e:
         fail(str(e))
     typer.echo(f"results: {out / ('SELECTION.md' if select else 'RESULTS.md')}")

@@ -28,6 +28,7 @@ from kemm.model.run.train import run_experiment
 
 __all__ = ["BenchmarkError", "load_cohort_specs", "paired_tests", "published_folds", "run_benchmark"]
 log = logging.getLogger(__name__)
+TRIAL_OUT = Path("runs/benchmark")  # where a run with overrides or a cohort subset goes unless --out is given
 
 
 def run_benchmark(
@@ -41,12 +42,23 @@ def run_benchmark(
     select: bool = False,
     stages: tuple[str, ...] = ("sources", "runs", "results"),
     profiles: list[str] | None = None,
+    command: str | None = None,
 ) -> Path:
-    """Build sources, run every experiment (or, with ``select``, the nested design choice), write results."""
+    """Build sources, run every experiment (or, with ``select``, the nested design choice), write results.
+
+    Without ``out_dir``, a run with ``overrides`` or a ``cohorts`` subset writes to ``runs/benchmark``
+    (never over the committed results in ``exp_dir``); only a full default run writes to ``exp_dir``.
+    ``command`` is the exact command line, named in RESULTS.md.
+    """
     exp_dir, data_root = Path(exp_dir), Path(data_root)
     if not data_root.is_dir():
         raise BenchmarkError(f"--data-root {data_root}: no such folder (expected shared/data/raw)")
+    if out_dir is None and (overrides or cohorts):
+        out_dir = TRIAL_OUT
+        log.info("overrides or a cohort subset: writing to %s (pass --out %s to replace the committed results)",
+                 out_dir, exp_dir)
     out_dir = Path(out_dir or exp_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir or "knowledge_cache")
     bench_base, specs = load_cohort_specs(exp_dir, cohorts)
     timings: dict[str, float] = {}
@@ -63,6 +75,7 @@ def run_benchmark(
         atomic_write_text(out_dir / "SELECTION.md", render_selection(inner, choice, groups))
         return out_dir
     run_dirs: dict[str, dict[str, Path]] = {}
+    settings: dict = {"command": command, "cohorts": [s.cohort for s in specs], "overrides": list(overrides or [])}
     for spec in specs:
         run_dirs[spec.cohort] = {}
         for profile, cfg in experiment_configs(spec, bench_base, data_root, cache_dir, out_dir, overrides or []):
@@ -72,7 +85,8 @@ def run_benchmark(
                 run_experiment(cfg)
                 timings[f"{spec.cohort}/{profile}"] = round(time.perf_counter() - tc, 1)
             run_dirs[spec.cohort][profile] = Path(cfg.output_dir or cfg.run_dir)
+            settings.setdefault("train", cfg.train.model_dump(mode="json", exclude={"progress", "num_threads"}))
     if "results" in stages:
         derived = Path(derived_root) if derived_root else data_root.parent / "derived"
-        write_results(out_dir, specs, run_dirs, derived, timings, bench_base)
+        write_results(out_dir, specs, run_dirs, derived, timings, bench_base, settings)
     return out_dir

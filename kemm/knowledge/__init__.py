@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     # embeddings
     "read_embeddings": "kemm.knowledge.embed.store",
     "KnowledgeEmbeddings": "kemm.knowledge.embed.store",
+    "source_identity": "kemm.knowledge.embed.store",
     "embed_source": "kemm.knowledge.embed.embed",
     "record_statements": "kemm.knowledge.embed.embed",
     "encode_unique": "kemm.knowledge.embed.embed",

@@ -27,7 +27,7 @@ from kemm.knowledge.embed.store import TENSOR_NAME, identity_mismatch, load_stor
 from kemm.knowledge.errors import EmbeddingError
 from kemm.knowledge.generate.schemas import get_schema
 from kemm.knowledge.records import CacheRecord
-from kemm.knowledge.store.cache import SourceCache, now_iso
+from kemm.knowledge.store.cache import SourceCache, now_iso, records_generation
 
 
 @dataclass
@@ -81,7 +81,8 @@ def embed_source(
     data_p, index_p, man_p = set_paths(edir, enc.encoder_id)
     loaded = sc.load()
     n_skipped = sum(1 for rec in loaded.records.values() if rec.status != "ok")
-    per_case = _current_statements(loaded.records.values(), schema_name, source)
+    served = _last_ok(loaded.records.values())
+    per_case = _current_statements(served, schema_name, source)
     stored = None if rebuild else load_stored(edir, enc.encoder_id)
     stored_rows = _reusable_rows(stored, per_case, ident, data_p, man_p)
 
@@ -100,6 +101,7 @@ def embed_source(
         "encoder_id": enc.encoder_id,
         "encoder": ident,
         "schema_name": schema_name,
+        "records_generation": records_generation(served),  # the reader refuses a set whose source moved on
         "n_records": len(entries),
         "n_statements": int(matrix.shape[0]),
         "dim": int(enc.dim),
@@ -123,20 +125,23 @@ def embed_source(
     )
 
 
-def _current_statements(records: Iterable[CacheRecord], schema_name: str,
-                        source: str) -> dict[str, tuple[str, list[str]]]:
-    """Per case id (sorted): (record key, statements) of the last-written record, when ok.
+def _last_ok(records: Iterable[CacheRecord]) -> dict[str, CacheRecord]:
+    """The last-written record per case id, where ok (as ``SourceCache.ok_by_case``).
 
-    As ``SourceCache.by_case``, so the model's report tokens and ``read_outputs()`` agree.
+    So the model's report tokens and ``read_outputs()`` agree.
     """
     last: dict[str, CacheRecord] = {}
     for rec in records:  # in order of each key's last line
         last[str(rec.case_id)] = rec
+    return {cid: rec for cid, rec in last.items() if rec.status == "ok"}
+
+
+def _current_statements(served: dict[str, CacheRecord], schema_name: str,
+                        source: str) -> dict[str, tuple[str, list[str]]]:
+    """Per case id (sorted): (record key, statements) of each served record."""
     per_case: dict[str, tuple[str, list[str]]] = {}
-    for cid in sorted(last):
-        rec = last[cid]
-        if rec.status != "ok":
-            continue
+    for cid in sorted(served):
+        rec = served[cid]
         try:
             sts = record_statements(rec, schema_name)
         except ValidationError as e:  # a record that no longer validates is an audit finding, not a crash

@@ -7,6 +7,9 @@ Layout, per (source, encoder)::
     <cache_dir>/<source>/embeddings/<encoder-id>.manifest.json    encoder identity (name, dim, weights sha256,
                                                                   package version, normalize), counts, timestamps
 
+The manifest records the ``records_generation`` of the source it encodes; :func:`read_embeddings`
+refuses a set whose source has changed since (a rebuild without ``embed``).
+
 Data first, index second, manifest last; all three carry the same random ``generation``
 id, so a reader notices a set torn by an interrupted ``embed`` and asks for a rerun
 instead of serving rows that belong to other statements. The model half reads through
@@ -16,6 +19,7 @@ Imports: ``kemm._io``, ``kemm.knowledge.errors``, ``store.cache``; safetensors.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -29,7 +33,7 @@ from safetensors.numpy import save_file
 from kemm._io import atomic_write_text, atomic_write_with
 from kemm.knowledge.embed.encoder import DEFAULT_ENCODER_ID
 from kemm.knowledge.errors import EmbeddingError
-from kemm.knowledge.store.cache import CacheError, SourceCache
+from kemm.knowledge.store.cache import CacheError, SourceCache, canonical_json, records_generation
 
 TENSOR_NAME = "embeddings"
 
@@ -163,6 +167,7 @@ def read_embeddings(
     if stored is None:  # pragma: no cover - resolve_encoder_id found the manifest
         raise EmbeddingError(f"no embeddings {edir / eid}.*")
     man, index = stored
+    check_current(cache_dir, source, eid, man, index)
     ident = man.get("encoder", {})
     dim = int(man.get("dim", ident.get("dim", 0)))
     if expected_identity is not None:
@@ -195,6 +200,53 @@ def read_embeddings(
         keys={e["case_id"]: e["key"] for e in index["records"]},
         identity=ident,
     )
+
+
+def check_current(cache_dir: Path | str, source: str, encoder_id: str, man: dict[str, Any],
+                  index: dict[str, Any]) -> str:
+    """Refuse a set that does not encode the source's current ok records; returns their generation.
+
+    A rebuild without ``embed`` would otherwise serve the old statements' vectors while
+    ``show`` and the CoxPH covariates read the new records.
+    """
+    ok = SourceCache(cache_dir, source).ok_by_case()
+    current = records_generation(ok)
+    stored_keys = {e["case_id"]: e["key"] for e in index.get("records", [])}
+    now_keys = {cid: rec.key for cid, rec in ok.items()}
+    stored_gen = man.get("records_generation")
+    if (stored_gen == current) if stored_gen is not None else (stored_keys == now_keys):
+        return current
+    added = len(now_keys.keys() - stored_keys.keys())
+    gone = len(stored_keys.keys() - now_keys.keys())
+    changed = sum(1 for c in now_keys.keys() & stored_keys.keys() if now_keys[c] != stored_keys[c])
+    what = f"{added} case(s) new, {changed} changed, {gone} no longer ok" if added or changed or gone else "outputs regenerated"
+    enc = "" if encoder_id == DEFAULT_ENCODER_ID else f" --encoder {encoder_id}"
+    raise EmbeddingError(
+        f"embeddings of knowledge source {source!r} ({encoder_id}) are stale: its records changed since the last "
+        f"embed ({what}); run `kemm-knowledge embed {source}{enc}` (it re-encodes only what changed)"
+    )
+
+
+def source_identity(cache_dir: Path | str, source: str, encoder_id: str | None = None) -> dict[str, Any]:
+    """The content identity of what a reader of ``source`` gets now (a run records it per source).
+
+    Returns ``{source, records_generation, encoder_id, encoder_weights_sha256, embedding_set}``:
+    ``records_generation`` changes with every rebuild that changes a served record;
+    ``embedding_set`` hashes the set's index (record keys, statements) and encoder identity, so
+    a re-embed that changed nothing keeps it. Raises ``EmbeddingError`` on a stale or torn set.
+    """
+    eid = resolve_encoder_id(cache_dir, source, encoder_id)
+    stored = load_stored(embeddings_dir(cache_dir, source), eid)
+    if stored is None:  # pragma: no cover - resolve_encoder_id found the manifest
+        raise EmbeddingError(f"source {source!r} has no embeddings for {eid!r}; run `kemm-knowledge embed {source}`")
+    man, index = stored
+    gen = check_current(cache_dir, source, eid, man, index)
+    ident = man.get("encoder", {})
+    core = {k: ident.get(k) for k in ("dim", "weights_sha256", "normalize")}
+    rows = [[e["case_id"], e["key"], e["statements"]] for e in index.get("records", [])]
+    set_id = hashlib.sha256(canonical_json({"encoder": core, "rows": rows}).encode()).hexdigest()
+    return {"source": source, "records_generation": gen, "encoder_id": eid,
+            "encoder_weights_sha256": ident.get("weights_sha256"), "embedding_set": set_id}
 
 
 def _memmap_tensor(path: Path, shape: tuple[int, ...]) -> np.ndarray:

@@ -186,6 +186,14 @@ class SourceCache:
             out[rec.case_id] = rec
         return out
 
+    def ok_by_case(self) -> dict[str, CacheRecord]:
+        """Last-written record per case id, only where it is ok: what embeddings and covariates serve."""
+        return {cid: rec for cid, rec in self.by_case().items() if rec.status == "ok"}
+
+    def records_generation(self) -> str:
+        """Content identity of what the source serves now (see :func:`records_generation`)."""
+        return records_generation(self.ok_by_case())
+
     @contextlib.contextmanager
     def writer(self) -> Iterator[RecordWriter]:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -246,6 +254,20 @@ class RecordWriter:
 
     def close(self) -> None:
         self._out.close()
+
+
+def records_generation(ok: dict[str, CacheRecord]) -> str:
+    """sha256 over (case id, record key, output sha) of every served record, in case-id order.
+
+    Any rebuild that changes what a case's knowledge says (new input, regenerated output, a
+    record that now failed) changes it; a rebuild with nothing changed keeps it.
+    """
+    h = hashlib.sha256()
+    for cid in sorted(ok):
+        rec = ok[cid]
+        h.update(canonical_json([cid, rec.key, sha256_text(canonical_json(rec.output))]).encode())
+        h.update(b"\n")
+    return h.hexdigest()
 
 
 def _parse_line(line: bytes) -> CacheRecord | None:

@@ -71,6 +71,18 @@ def load_slide_features(path: Path | str) -> torch.Tensor:
     return x.float()
 
 
+def _check_finite(x: torch.Tensor, path: Path, case_id: str) -> None:
+    """NaN/inf features give NaN risks downstream (a blank risk grouped "low"): refuse them at the source."""
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        rows = torch.nonzero(bad.any(dim=1)).flatten()
+        raise DataError(
+            f"{path}: patch features of case {case_id!r} are non-finite (NaN/inf) in {len(rows)} of {x.shape[0]} "
+            f"patches (first at row {int(rows[0])}); re-extract this slide's features or remove the file "
+            "(data.missing_slides: mask then treats the case as having no slides)"
+        )
+
+
 def feature_dim(path: Path) -> int:
     """D without reading the whole array where the format allows."""
     if path.suffix == ".h5":
@@ -152,6 +164,7 @@ class BagStore:
                     f"{p}: features of case {case_id!r} have dimension {x.shape[1]}, "
                     f"expected {self.dim} like the other slides in {self.dir}"
                 )
+            _check_finite(x, p, case_id)
             parts.append(x)
         bag = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
         if self._cache is not None:

@@ -157,9 +157,25 @@ def load_cohort(
             out[role] = pd.to_numeric(grouped[optional[role]].first(), errors="coerce")
     omics = [c for c in df.columns if c.endswith(OMIC_SUFFIXES)]
     if omics:
-        # Genomic values are per patient; the first slide row carries them.
-        out = out.join(grouped[omics].first().apply(pd.to_numeric, errors="coerce"))
+        out = out.join(_patient_omics(df, cm.case_id, omics, path_s))
     return Cohort(out, path_s, has_labels)
+
+
+def _patient_omics(df: pd.DataFrame, case_col: str, omics: list[str], path_s: str) -> pd.DataFrame:
+    """Genomic values per patient ``[patients, columns]``; its slide rows must agree (a missing value is no conflict)."""
+    multi = df.loc[df[case_col].duplicated(keep=False), [case_col, *omics]]  # only these patients can conflict
+    if len(multi):
+        num = multi[omics].apply(pd.to_numeric, errors="coerce")
+        bad = num.groupby(multi[case_col].to_numpy(), sort=False).nunique(dropna=True).gt(1)
+        if bad.to_numpy().any():
+            case = bad.index[bad.any(axis=1).to_numpy()][0]
+            col = bad.columns[bad.loc[case].to_numpy()][0]
+            vals = sorted(num.loc[(multi[case_col] == case).to_numpy(), col].dropna().unique().tolist())
+            raise DataError(
+                f"{path_s}: case {case!r} has conflicting values in column {col!r} across its slide rows ({vals}); "
+                "a patient has one genomic profile: fix or drop the extra rows"
+            )
+    return df.groupby(case_col, sort=False)[omics].first().apply(pd.to_numeric, errors="coerce")
 
 
 def _slide_ids(df: pd.DataFrame, grouped, col: str | None, n: int, path_s: str) -> list | pd.Series:

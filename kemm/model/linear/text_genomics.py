@@ -428,6 +428,9 @@ class TextGenomicsFoldModel:
     @classmethod
     def load(cls, fold: FoldFiles) -> TextGenomicsFoldModel:
         st = fold.read_json()
+        if st.get("name", cls.name) != cls.name:  # a foreign fold file: never serve it as this model
+            raise RunError(f"{fold.json_path}: holds a {st.get('name')!r} model, not {cls.name!r}; "
+                           "retrain this model with `kemm train --restart`")
         m = cls(st.get("key", fold.model), st.get("hparams"))
         m.model = CoxPHTextGenomics.from_state(st["model"])
         m.edges = np.asarray(st["edges"], float) if st.get("edges") is not None else None

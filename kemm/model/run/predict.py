@@ -21,7 +21,7 @@ import pandas as pd
 from kemm.model.data.clinical import clinical_frame, read_report_fields
 from kemm.model.data.cohort import Cohort, load_cohort
 from kemm.model.data.dataset import SurvivalData, build_data
-from kemm.model.errors import DataError
+from kemm.model.errors import DataError, RunError
 from kemm.model.run.config import ExperimentConfig, load_config
 from kemm.model.run.foldmodel import FoldInputs
 from kemm.model.run.registry import fold_model_class
@@ -63,6 +63,28 @@ def _inputs(cfg: ExperimentConfig, cohort: Cohort, features_dir: Path | str | No
     return FoldInputs(data)
 
 
+def _check_fold_model(f: FoldFiles, checkpoint: tuple[str, str], metrics: tuple[str, str], name: str) -> None:
+    """A fold's model file and metrics must be of the model (registry name, key) its folder and config name."""
+    want = (name, f.model)
+    for what, got in (("model file", checkpoint), ("metrics.json", metrics)):
+        if got != want:
+            raise RunError(
+                f"{f.dir}: its {what} is of model {got[0]!r} (key {got[1]!r}), but the folder and config say "
+                f"{want[0]!r} (key {want[1]!r}); a file was copied in from another model: retrain with "
+                "`kemm train --restart` or restore the fold's own files"
+            )
+
+
+def _check_finite(R: np.ndarray, ids: list[str], model: str) -> None:
+    """``R`` [folds, N]: a NaN risk is never written or put in a risk group."""
+    bad = [cid for cid, ok in zip(ids, np.isfinite(R).all(axis=0)) if not ok]
+    if bad:
+        raise DataError(
+            f"model {model!r}: non-finite risk for {len(bad)} case(s) ({', '.join(map(str, bad[:5]))}); "
+            "check those cases' features, genomics and clinical values for NaN/inf"
+        )
+
+
 def predict_run(
     run_dir: Path | str,
     cohort_path: Path | str,
@@ -83,12 +105,16 @@ def predict_run(
     name = entry.name if entry else metas[0].get("name", model)
     cls = fold_model_class(name)
     fold_models = [cls.load(f) for f in folds]  # before reading data: a refused pickle fails fast
+    for f, fm, meta in zip(folds, fold_models, metas):
+        _check_fold_model(f, (getattr(fm, "name", name), getattr(fm, "key", model)),
+                          (meta.get("name", name), meta.get("model", model)), name)
     dcfg = cfg.data
     cohort = load_cohort(str(cohort_path), dcfg.format, dcfg.columns, dcfg.endpoint, dcfg.cancer_type, require_labels=False)
     inputs = _inputs(cfg, cohort, features_dir, cls.uses_clinical)
     grid = _common_grid(metas)
     ids = cohort.case_ids
-    R = np.stack([fm.predict_risk(inputs, ids) for fm in fold_models])
+    R = np.stack([np.asarray(fm.predict_risk(inputs, ids), dtype=float) for fm in fold_models])
+    _check_finite(R, ids, model)
     S = np.mean(np.stack([fm.predict_survival(inputs, ids, grid) for fm in fold_models]).astype(float), axis=0)
     med = float(np.mean([m["train_median_risk"] for m in metas]))
     out = pd.DataFrame({"case_id": ids, "model": model, "risk": R.mean(0), "risk_std": R.std(0)})

@@ -4,9 +4,12 @@ The run directory's layout and file formats are ``rundir.RunDir``'s; each model 
 fold is a ``FoldModel`` (``run/registry.py`` picks the class), so this module never
 asks whether it trains a network or a Cox model.  A run interrupted at any point
 restarts at the first (fold, model) without ``metrics.json``; finished folds are
-never loaded again (their model files are not read on resume).
+never loaded again (their model files are not read on resume). ``run.json`` records the
+content identity of every knowledge source read; a resume (or rerun) whose knowledge changed
+since folds finished is refused, so no run mixes knowledge generations.
 
-Imports: numpy, pandas, torch, tqdm, ``kemm.model.data``, ``kemm.model.run`` (not predict).
+Imports: numpy, pandas, torch, tqdm, ``kemm.knowledge`` (public API), ``kemm.model.data``,
+``kemm.model.run`` (not predict).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+import kemm.knowledge as knowledge
 from kemm import __version__
 from kemm.model.data.clinical import clinical_frame, read_report_fields
 from kemm.model.data.dataset import SurvivalData, build_data
@@ -126,6 +130,8 @@ def prepare(
     else:
         folds = make_splits(ids, t["time"].to_numpy(), t["event"].to_numpy(), cfg.data.n_folds, cfg.data.split_seed)
     check_folds(folds, t["event"])
+    kid = knowledge_identity(cfg, report, pbk)
+    _check_same_knowledge(run, kid, restart)  # before claiming: a refused run writes nothing
     _claim_run_dir(run, cfg, restart)
     write_splits(folds, run.splits_dir)
     data.report_fields = _report_fields(cfg, data)
@@ -133,11 +139,55 @@ def prepare(
     run.write_run_json({
         "identity": cfg.identity(),
         "kemm_version": __version__,
+        "knowledge": kid,
         "coverage": data.coverage(),
         "folds": [{"k": f.k, "n_train": len(f.train), "n_val": len(f.val), "source": f.source} for f in folds],
         "status": "running",
     })
     return Experiment(cfg, run, data, folds, inputs)
+
+
+def knowledge_identity(cfg: ExperimentConfig, report: TextTable | None, pbk: TextTable | None) -> list[dict]:
+    """Per knowledge source read from the cache, the content identity read (``kemm.knowledge.source_identity``).
+
+    Tables given in memory (tests, the synthetic pipeline) have no cache identity and are not listed.
+    """
+    sources = (cfg.knowledge.report_sources if report is None else []) + (cfg.knowledge.pbk_sources if pbk is None else [])
+    try:
+        return [knowledge.source_identity(cfg.knowledge.cache_dir, s, cfg.knowledge.encoder) for s in sources]
+    except knowledge.KnowledgeError as e:
+        raise DataError(str(e)) from None
+
+
+def _check_same_knowledge(run: RunDir, kid: list[dict], restart: bool) -> None:
+    """Finished folds trained on other knowledge must not be mixed with (or reported as) folds on this one."""
+    if restart or not run.run_json_path.is_file() or not run.all_fold_records():
+        return
+    old = run.read_run_json().get("knowledge")
+    if old is None:
+        if kid:  # a run made before kemm recorded knowledge identities: nothing to compare with
+            log.warning("%s records no knowledge identity (an older kemm); cannot check that resumed folds used "
+                        "the same knowledge: pass --restart to be sure", run.root)
+        return
+    before = {s.get("source"): s for s in old}
+    now = {s["source"]: s for s in kid}
+    for name in sorted(before.keys() | now.keys()):
+        a, b = before.get(name), now.get(name)
+        if a == b:
+            continue
+        raise RunError(
+            f"{run.root}: knowledge source {name!r} changed since this run's finished folds were trained ({_identity_change(a, b)}); "
+            "their results would mix knowledge generations: choose another output_dir, or pass --restart to retrain"
+        )
+
+
+def _identity_change(a: dict | None, b: dict | None) -> str:
+    if a is None or b is None:
+        return "not read before" if a is None else "no longer read"
+    for k in ("records_generation", "embedding_set", "encoder_id", "encoder_weights_sha256", *a):
+        if a.get(k) != b.get(k):
+            return f"{k} was {str(a.get(k))[:12]}, now {str(b.get(k))[:12]}"
+    return "identity differs"
 
 
 def _claim_run_dir(run: RunDir, cfg: ExperimentConfig, restart: bool) -> None:
@@ -185,6 +235,18 @@ def _prediction_frame(ids, fold, model, risk, median, surv_edges, edges, time, e
     return df
 
 
+def _finite(risk: np.ndarray, ids: list[str], model: str, k: int) -> np.ndarray:
+    """``risk`` [N] when every value is finite; a NaN risk is never written, scored or grouped."""
+    risk = np.asarray(risk, dtype=float)
+    bad = [cid for cid, r in zip(ids, risk) if not np.isfinite(r)]
+    if bad:
+        raise RunError(
+            f"model {model!r} fold {k}: non-finite risk for {len(bad)} case(s) ({', '.join(map(str, bad[:5]))}); "
+            "the model diverged or an input is NaN: lower train.lr, or check those cases' features and genomics"
+        )
+    return risk
+
+
 def run_fold(exp: Experiment, entry: ModelEntry, fold: Fold) -> dict:
     """Train + evaluate one model on one fold and write its artifacts (metrics.json last)."""
     cfg, inputs = exp.cfg, exp.inputs
@@ -196,8 +258,8 @@ def run_fold(exp: Experiment, entry: ModelEntry, fold: Fold) -> dict:
     edges = np.asarray(make_bins(tr["time"].to_numpy(float), tr["event"].to_numpy(int), n_bins=cfg.train.n_bins), float)
     fm: FoldModel = new_fold_model(entry, cfg, desc=f"{entry.key} fold {fold.k}")
     fm.fit(inputs, fold.train, edges, seed)
-    risk = fm.predict_risk(inputs, fold.val)
-    train_risk = fm.predict_risk(inputs, fold.train)
+    risk = _finite(fm.predict_risk(inputs, fold.val), fold.val, entry.key, fold.k)
+    train_risk = _finite(fm.predict_risk(inputs, fold.train), fold.train, entry.key, fold.k)
     surv_edges = fm.predict_survival(inputs, fold.val, edges[1:])  # [n_val, n_bins]: S at each bin's end
     fm.save(files)
     median = float(np.median(train_risk))

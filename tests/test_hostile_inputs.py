@@ -1,0 +1,272 @@
+"""Hostile inputs and silent-wrong-result cases of issue 12: each one a clear error, never a wrong number."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fakes import IDENTITY, VALID_REPORT, HashEncoder
+from kemm.knowledge.embed.embed import embed_source
+from kemm.knowledge.embed.store import read_embeddings
+from kemm.knowledge.errors import EmbeddingError
+from kemm.knowledge.generate.schemas import RefinedReport
+from kemm.knowledge.records import CacheRecord
+from kemm.knowledge.store.cache import SourceCache, record_key, sha256_text
+
+
+def _report(i: int, tag: str = "") -> dict:
+    d = dict(VALID_REPORT)
+    d["key_statements"] = [f"Case {i}{tag}: high grade carcinoma.", f"Case {i}{tag}: {i} of 12 nodes positive."]
+    d["summary"] = f"Summary of case {i}{tag}."
+    return RefinedReport.model_validate(d).model_dump(mode="json")
+
+
+def _append(cache_dir, source: str, outputs: dict[str, dict | None]) -> SourceCache:
+    """Append one record per case (a later record of a case replaces the earlier one, as a rebuild does)."""
+    sc = SourceCache(cache_dir, source)
+    sc.ensure_identity(IDENTITY)
+    with sc.writer() as w:
+        for cid, out in outputs.items():
+            text = f"report of {cid} {json.dumps(out, sort_keys=True)}"
+            w.append(CacheRecord(key=record_key(IDENTITY, text), case_id=cid, status="ok" if out else "failed",
+                                 input_sha=sha256_text(text), output=out, raw_output="", errors=[] if out else ["bad"],
+                                 attempts=1, finish_reason="stop"))
+    return sc
+
+
+# -- item 2: stale embeddings ------------------------------------------------------------------
+def test_stale_embeddings_refused_after_rebuild_and_embed_updates_only_the_change(tmp_path):
+    _append(tmp_path, "src", {f"C{i}": _report(i) for i in range(3)})
+    enc = HashEncoder()
+    embed_source(tmp_path, "src", enc, progress=False)
+    assert set(read_embeddings(tmp_path, "src").by_case) == {"C0", "C1", "C2"}
+    _append(tmp_path, "src", {"C1": _report(1, "b")})  # a rebuild changed one case's record, no embed yet
+    with pytest.raises(EmbeddingError, match=r"'src'.*kemm-knowledge embed src"):
+        read_embeddings(tmp_path, "src")
+    enc2 = HashEncoder()
+    s = embed_source(tmp_path, "src", enc2, progress=False)
+    assert s.n_encoded == 3 and s.n_reused == 6  # only C1's three statements
+    e = read_embeddings(tmp_path, "src")
+    assert e.statements["C1"][0].startswith("Case 1b")
+
+
+def test_embeddings_of_a_record_that_now_failed_are_refused(tmp_path):
+    _append(tmp_path, "src", {f"C{i}": _report(i) for i in range(2)})
+    embed_source(tmp_path, "src", HashEncoder(), progress=False)
+    _append(tmp_path, "src", {"C0": None})  # the rebuild of C0 failed: it has no knowledge now
+    with pytest.raises(EmbeddingError, match="kemm-knowledge embed src"):
+        read_embeddings(tmp_path, "src")
+
+
+# -- item 1: a resumed or rerun training run never mixes knowledge generations -------------------
+@pytest.fixture(scope="module")
+def syn_small(tmp_path_factory):
+    from kemm.model.data.synthetic import make_synthetic_cohort
+
+    return make_synthetic_cohort(tmp_path_factory.mktemp("syn"), n_patients=60, seed=1, patches=(5, 10), wsi_dim=8)
+
+
+def _knowledge_cache(syn, cache_dir):
+    from kemm.knowledge import build_reports
+
+    build_reports(syn.reports_csv, "rep", backend="rules", cache_dir=cache_dir, cancer_type=syn.cancer_type)
+    embed_source(cache_dir, "rep", HashEncoder(), progress=False)
+
+
+def _rebuild_one_case(cache_dir) -> None:
+    """What a rebuild that regenerated one report does: a new last record for that case, then embed."""
+    sc = SourceCache(cache_dir, "rep")
+    rec = next(iter(sc.ok_by_case().values()))
+    out = dict(rec.output)
+    out["summary"] = "A different summary from a newer build."
+    with sc.writer() as w:
+        w.append(rec.model_copy(update={"output": out}))
+    embed_source(cache_dir, "rep", HashEncoder(), progress=False)
+
+
+def _knowledge_cfg(syn, out, cache_dir):
+    from kemm.model.run.config import parse_config
+
+    return parse_config({
+        "name": "t", "output_dir": str(out),
+        "data": {"cohort": str(syn.cohort_csv), "n_folds": 3, "clinical": ["age", "stage"],
+                 "genomics": {"groups": "signatures", "signatures": str(syn.signatures_csv)}},
+        "knowledge": {"report": "rep", "cache_dir": str(cache_dir)},
+        "models": [{"name": "coxph"}],
+        "train": {"progress": False},
+    })
+
+
+def test_resume_refuses_a_run_whose_knowledge_changed(syn_small, tmp_path):
+    from kemm.model.errors import RunError
+    from kemm.model.run.train import run_experiment
+
+    _knowledge_cache(syn_small, tmp_path / "kc")
+    cfg = _knowledge_cfg(syn_small, tmp_path / "run", tmp_path / "kc")
+
+    def stop(model, k, rec):
+        if k == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, on_fold_done=stop)
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["knowledge"]
+    assert [s["source"] for s in recorded] == ["rep"] and recorded[0]["records_generation"]
+    _rebuild_one_case(tmp_path / "kc")
+    with pytest.raises(RunError, match=r"knowledge source 'rep' changed.*--restart"):
+        run_experiment(cfg)
+    run = run_experiment(cfg, restart=True)  # the fix the message names
+    assert len(list((run / "folds" / "coxph").glob("fold_*/metrics.json"))) == 3
+    _rebuild_one_case(tmp_path / "kc")  # a finished run: rerunning it must not report old-knowledge results
+    with pytest.raises(RunError, match="knowledge source 'rep' changed"):
+        run_experiment(cfg)
+
+
+def test_resume_with_unchanged_knowledge_and_a_no_op_embed_goes_on(syn_small, tmp_path):
+    from kemm.model.run.train import run_experiment
+
+    _knowledge_cache(syn_small, tmp_path / "kc")
+    cfg = _knowledge_cfg(syn_small, tmp_path / "run", tmp_path / "kc")
+    run_experiment(cfg)
+    embed_source(tmp_path / "kc", "rep", HashEncoder(), progress=False)  # nothing changed: same identity
+    started = []
+    run_experiment(cfg, on_fold_start=lambda m, k: started.append((m, k)))
+    assert started == []
+
+
+# -- item 3: non-finite patch features and risks ------------------------------------------------
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_patch_features_are_a_data_error_naming_file_and_case(tmp_path, bad):
+    import torch
+
+    from kemm.model.data.bags import BagStore
+    from kemm.model.errors import DataError
+
+    x = torch.ones(4, 3)
+    torch.save(x, tmp_path / "S1.pt")
+    x[2, 1] = bad
+    torch.save(x, tmp_path / "S2.pt")
+    store = BagStore(tmp_path, {"C1": ["S1"], "C2": ["S2"]})
+    assert store.load("C1").shape == (4, 3)
+    with pytest.raises(DataError, match=r"S2\.pt.*'C2'.*non-finite"):
+        store.load("C2")
+
+
+def test_a_nan_risk_fails_the_fold_instead_of_writing_it(syn_small, tmp_path, monkeypatch):
+    import numpy as np
+
+    from kemm.model.errors import RunError
+    from kemm.model.linear.coxph import CoxPHFoldModel
+    from kemm.model.run.train import run_experiment
+
+    _knowledge_cache(syn_small, tmp_path / "kc")
+    cfg = _knowledge_cfg(syn_small, tmp_path / "run", tmp_path / "kc")
+    real = CoxPHFoldModel.predict_risk
+
+    def nan_risk(self, inputs, ids):
+        r = np.array(real(self, inputs, ids), dtype=float)
+        r[0] = np.nan
+        return r
+
+    monkeypatch.setattr(CoxPHFoldModel, "predict_risk", nan_risk)
+    with pytest.raises(RunError, match=r"coxph.*fold 0.*non-finite risk"):
+        run_experiment(cfg)
+    assert not list((tmp_path / "run").glob("folds/*/*/metrics.json"))  # the fold is not marked done
+
+
+def test_predict_never_groups_a_nan_risk(syn_small, tmp_path, monkeypatch):
+    import numpy as np
+
+    from kemm.model.errors import DataError
+    from kemm.model.linear.coxph import CoxPHFoldModel
+    from kemm.model.run.predict import predict_run
+    from kemm.model.run.train import run_experiment
+
+    _knowledge_cache(syn_small, tmp_path / "kc")
+    run = run_experiment(_knowledge_cfg(syn_small, tmp_path / "run", tmp_path / "kc"))
+    real = CoxPHFoldModel.predict_risk
+
+    def nan_risk(self, inputs, ids):
+        r = np.array(real(self, inputs, ids), dtype=float)
+        r[1] = np.nan
+        return r
+
+    monkeypatch.setattr(CoxPHFoldModel, "predict_risk", nan_risk)
+    with pytest.raises(DataError, match=r"non-finite risk.*TCGA-SY-"):
+        predict_run(run, syn_small.cohort_csv, model="coxph")
+
+
+# -- item 4: predict refuses a checkpoint of another model ----------------------------------------
+def test_predict_refuses_a_checkpoint_of_another_model(syn_small, tmp_path):
+    import shutil
+
+    from kemm.model.errors import RunError
+    from kemm.model.run.config import parse_config
+    from kemm.model.run.predict import predict_run
+    from kemm.model.run.train import run_experiment
+
+    hp = {"dim": 16}
+    cfg = parse_config({
+        "name": "t", "output_dir": str(tmp_path / "run"),
+        "data": {"cohort": str(syn_small.cohort_csv), "features_dir": str(syn_small.features_dir), "n_folds": 3,
+                 "clinical": ["age"], "genomics": {"groups": "signatures", "signatures": str(syn_small.signatures_csv)}},
+        "models": [{"name": "snn", "hparams": hp}, {"name": "abmil", "hparams": hp}, {"name": "coxph"}],
+        "train": {"epochs": 1, "batch_size": 16, "progress": False},
+    })
+    run = run_experiment(cfg)
+    assert len(predict_run(run, syn_small.cohort_csv, model="abmil")) == 60
+    shutil.copy(run / "folds/snn/fold_1/model.pt", run / "folds/abmil/fold_1/model.pt")  # an SNN labelled abmil
+    with pytest.raises(RunError, match=r"fold_1.*'snn'.*'abmil'"):
+        predict_run(run, syn_small.cohort_csv, model="abmil")
+    p = run / "folds/coxph/fold_0/model.json"
+    st = json.loads(p.read_text())
+    p.write_text(json.dumps({**st, "name": "coxph_text_genomics", "key": "coxph_text_genomics"}))
+    with pytest.raises(RunError, match=r"fold_0.*'coxph_text_genomics'.*'coxph'"):
+        predict_run(run, syn_small.cohort_csv, model="coxph")
+
+
+# -- item 5: duplicate case rows with conflicting genomics -----------------------------------------
+def _cohort_rows(g1_second_row):
+    base = {"case_id": "TCGA-AA-0001", "survival_months": 10.0, "censorship": 0, "oncotree_code": "BLCA", "age": 60,
+            "is_female": 0, "G1_rnaseq": 1.0, "G2_cnv": 2.0}
+    return [
+        {**base, "slide_id": "s1.svs"},
+        {**base, "slide_id": "s2.svs", "G1_rnaseq": g1_second_row},
+        {**base, "case_id": "TCGA-AA-0002", "slide_id": "s3.svs", "G1_rnaseq": 3.0},
+    ]
+
+
+def test_duplicate_case_rows_with_conflicting_genomics_are_an_error(tmp_path):
+    import pandas as pd
+
+    from kemm.model.data.cohort import load_cohort
+    from kemm.model.errors import DataError
+
+    p = tmp_path / "cohort.csv"
+    pd.DataFrame(_cohort_rows(1.5)).to_csv(p, index=False)
+    with pytest.raises(DataError, match=r"case 'TCGA-AA-0001'.*conflicting.*'G1_rnaseq'"):
+        load_cohort(p)
+    for same in (1.0, float("nan")):  # equal values, or a value missing on one slide row: no conflict
+        pd.DataFrame(_cohort_rows(same)).to_csv(p, index=False)
+        assert load_cohort(p).table.loc["TCGA-AA-0001", "G1_rnaseq"] == 1.0
+
+
+# -- item 6: benchmark results state their settings and never overwrite the committed ones by default
+def test_benchmark_with_overrides_writes_outside_the_committed_results_and_names_its_settings(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import pandas as pd
+
+    from kemm.benchmark import run_benchmark
+    from kemm.benchmark.results import render_md
+
+    exp = Path(__file__).resolve().parents[1] / "experiments" / "tcga"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "raw").mkdir()
+    out = run_benchmark(exp, tmp_path / "raw", cohorts=["blca"], overrides=["train.epochs=2"], stages=())
+    assert out.resolve() == (tmp_path / "runs" / "benchmark").resolve()
+    settings = {"command": "kemm benchmark experiments/tcga --data-root raw --set train.epochs=2 --cohorts blca",
+                "cohorts": ["blca"], "overrides": ["train.epochs=2"], "train": {"epochs": 2, "lr": 0.0002}}
+    md = render_md(pd.DataFrame(columns=["cohort"]), {}, {}, {}, {"protocol": "20 epochs"}, ["blca"],
+                   pd.DataFrame(), [], settings)
+    assert settings["command"] in md and "`train.epochs=2`" in md and "epochs 2" in md and "Cohorts: blca" in md
