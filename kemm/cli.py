@@ -78,14 +78,15 @@ def _cell(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def _run(config: Path, overrides: list[str], output_dir: Optional[Path], restart: bool, models: Optional[str], quiet: bool) -> Path:
+def _run(config: Path, overrides: list[str], output_dir: Optional[Path], restart: bool, models: Optional[str], quiet: bool,
+         data_root: Optional[Path] = None) -> Path:
     ov = list(overrides)
     if output_dir is not None:
         ov.append(f"output_dir={output_dir}")
     if quiet:
         ov.append("train.progress=false")
     try:
-        cfg = load_config(config, ov)
+        cfg = load_config(config, ov, data_root=data_root)
         if models:
             keep = [s.strip() for s in models.split(",") if s.strip()]
             by_key = {m.key: m for m in cfg.models}
@@ -99,6 +100,8 @@ def _run(config: Path, overrides: list[str], output_dir: Optional[Path], restart
 
 
 SetOpt = typer.Option([], "--set", help="Override a config key, e.g. --set train.epochs=5 (repeatable).")
+DataRootOpt = typer.Option(None, "--data-root", help="Folder that {data_root} in the config stands for, e.g. ../shared/data/raw "
+                           "(or set $KEMM_DATA_ROOT).")
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
@@ -106,15 +109,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split
 
 @app.command()
 def train(
-    config: Path = typer.Argument(..., help="Experiment YAML (see experiments/template.yaml)."),
+    config: Path = typer.Argument(..., help="Experiment YAML (experiments/template.yaml), or a cohort config of a "
+                                  "benchmark folder (experiments/tcga/blca.yaml, merged over its base.yaml)."),
     set_: list[str] = SetOpt,
+    data_root: Optional[Path] = DataRootOpt,
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Run directory [default: config output_dir or runs/<name>]."),
     restart: bool = typer.Option(False, "--restart", help="Discard finished folds of this run directory."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Cross-validated training of every model of a config; resumes an interrupted run."""
-    logging.basicConfig(level=logging.WARNING)
-    run_dir = _run(config, set_, output_dir, restart, None, quiet)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    run_dir = _run(config, set_, output_dir, restart, None, quiet, data_root)
     print_results(run_dir)
 
 
@@ -123,6 +128,7 @@ def ablate(
     config: Path = typer.Argument(..., help="Experiment YAML whose model list is the ablation."),
     models: Optional[str] = typer.Option(None, "--models", help="Comma-separated model names/labels to run instead of the config's list."),
     set_: list[str] = SetOpt,
+    data_root: Optional[Path] = DataRootOpt,
     output_dir: Optional[Path] = typer.Option(None, "--output-dir"),
     restart: bool = typer.Option(False, "--restart"),
     quiet: bool = typer.Option(False, "--quiet"),
@@ -132,8 +138,8 @@ def ablate(
     Swapping knowledge sources is a config change: --set knowledge.report=<other source>
     with another --output-dir.
     """
-    logging.basicConfig(level=logging.WARNING)
-    run_dir = _run(config, set_, output_dir, restart, models, quiet)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    run_dir = _run(config, set_, output_dir, restart, models, quiet, data_root)
     print_results(run_dir, title=f"ablation ({run_dir})")
 
 
@@ -196,7 +202,7 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Offline end-to-end demo: synthetic cohort -> rules knowledge -> 5-fold CV of KEMM and baselines."""
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         res = run_demo(work_dir, n_patients=patients, epochs=epochs, seed=seed, progress=not quiet,
                        log=lambda m: out.print(m, highlight=False))
