@@ -211,12 +211,32 @@ class ExperimentConfig(_Strict):
             return self.main_model
         return "kemm" if "kemm" in keys else keys[0]
 
+    def identity_settings(self) -> dict[str, Any]:
+        """The settings that define a run: data, knowledge, train, without display-only ones (``DISPLAY_ONLY``)."""
+        d = self.model_dump(mode="json", exclude={"output_dir", "name", "models", "main_model"})
+        for key in DISPLAY_ONLY:
+            d["train"].pop(key, None)
+        return d
+
     def identity(self) -> str:
         """Hash of the data, knowledge and train settings (models are checked per fold, so a run can grow)."""
-        d = self.model_dump(mode="json", exclude={"output_dir", "name", "models", "main_model"})
-        d["train"].pop("progress", None)
-        d["train"].pop("num_threads", None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.identity_settings(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# train settings that change how a run looks or how fast it goes, never its numbers
+DISPLAY_ONLY = ("progress", "num_threads")
+
+
+def setting_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts, as ``key: old -> new``."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb, key = a.get(k), b.get(k), f"{prefix}{k}"
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += setting_differences(va, vb, key + ".")
+        elif va != vb:
+            out.append(f"{key}: {va!r} -> {vb!r}")
+    return out
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

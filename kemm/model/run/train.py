@@ -32,6 +32,7 @@ from kemm.model.data.splits import Fold, check_folds, load_splits, make_splits, 
 from kemm.model.errors import DataError, RunError
 from kemm.model.nn.losses import make_bins
 from kemm.model.run.config import (
+    DISPLAY_ONLY,
     REPORT_FIELD_NAMES,
     ExperimentConfig,
     ModelEntry,
@@ -39,6 +40,7 @@ from kemm.model.run.config import (
     load_config,
     model_clinical,
     resolve_paths,
+    setting_differences,
 )
 from kemm.model.run.evaluate import summarize_run
 from kemm.model.run.foldmodel import FoldInputs, FoldModel
@@ -60,7 +62,7 @@ def set_threads(n: int | None) -> None:
 
 def model_identity(entry: ModelEntry, cfg: ExperimentConfig) -> str:
     d = {"name": entry.name, "hparams": entry.hparams,
-         "train": cfg.train.model_dump(mode="json", exclude={"progress", "num_threads"})}
+         "train": cfg.train.model_dump(mode="json", exclude=set(DISPLAY_ONLY))}
     if entry.clinical is not None:  # only when set, so identities of runs made before the key existed stay valid
         d["clinical"] = entry.clinical
     blob = json.dumps(d, sort_keys=True, default=str)
@@ -147,10 +149,9 @@ def _claim_run_dir(run: RunDir, cfg: ExperimentConfig, restart: bool) -> None:
         except Exception as e:
             raise RunError(f"{run.config_path}: unreadable config of an earlier run ({e}); use --restart") from None
         if old.identity() != cfg.identity():
-            a, b = old.model_dump(mode="json"), cfg.model_dump(mode="json")
-            diffs = [k for k in ("data", "knowledge", "train") if a.get(k) != b.get(k)]
+            diffs = setting_differences(old.identity_settings(), cfg.identity_settings())
             raise RunError(
-                f"{run.root} holds a run of a different experiment (sections {diffs} differ); "
+                f"{run.root} holds a run of a different experiment ({'; '.join(diffs)}); "
                 "resume only with the same data/knowledge/train settings, choose another output_dir, or pass --restart"
             )
     if restart:
