@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kemm import __version__
 from kemm.benchmark import BenchmarkError, run_benchmark
 from kemm.knowledge import KnowledgeError
 from kemm.model.errors import ModelError
@@ -104,7 +105,20 @@ DataRootOpt = typer.Option(None, "--data-root", help="Folder that {data_root} in
                            "(or set $KEMM_DATA_ROOT).")
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+# Plain (click) help: no `<bool>` after flags, and `[...]` in help texts is shown, not eaten as rich markup.
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0], rich_markup_mode=None)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kemm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the kemm version and exit.")) -> None:
+    """kemm: knowledge-enhanced multimodal survival models (knowledge building: kemm-knowledge)."""
 
 
 @app.command()
@@ -175,7 +189,7 @@ def predict(
     out.print(f"wrote {len(df)} predictions ({df['model'].iloc[0]}, {sum(c.startswith('risk_fold') for c in df.columns)} folds) to {out_path}")
 
 
-run_app = typer.Typer(no_args_is_help=True, help="Maintenance of run directories.")
+run_app = typer.Typer(no_args_is_help=True, help="Maintenance of run directories.", rich_markup_mode=None)
 app.add_typer(run_app, name="run")
 
 
