@@ -66,7 +66,7 @@ def print_results(run_dir: Path, title: str | None = None, folds: bool = False) 
         main = cfg.main if cfg.main in km else next(iter(km), None)
         if main:
             p = km[main]["logrank_p"]
-            out.print(f"KM plot ({main}): {km[main]['path']}  (log-rank p = {p:.2e})", highlight=False)
+            out.print(f"KM plot ({main}): {km[main]['path']}  (log-rank p = {p:.2e})", highlight=False, soft_wrap=True)
 
 
 def _fmt(m: float, s: float) -> str:
@@ -186,7 +186,7 @@ def predict(
         fail(str(e))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_path, index=False)
-    out.print(f"wrote {len(df)} predictions ({df['model'].iloc[0]}, {sum(c.startswith('risk_fold') for c in df.columns)} folds) to {out_path}")
+    out.print(f"wrote {len(df)} predictions ({df['model'].iloc[0]}, {sum(c.startswith('risk_fold') for c in df.columns)} folds) to {out_path}", highlight=False, soft_wrap=True)
 
 
 run_app = typer.Typer(no_args_is_help=True, help="Maintenance of run directories.", rich_markup_mode=None)
