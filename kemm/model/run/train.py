@@ -6,7 +6,7 @@ asks whether it trains a network or a Cox model.  A run interrupted at any point
 restarts at the first (fold, model) without ``metrics.json``; finished folds are
 never loaded again (their model files are not read on resume).
 
-Imports: numpy, pandas, torch, tqdm, ``kemm.model.data``, ``kemm.model.run`` (not predict).
+Imports: numpy, pandas, torch, ``kemm.model.data``, ``kemm.model.run`` (not predict).
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from kemm import __version__
 from kemm.model.data.clinical import clinical_frame, read_report_fields
@@ -46,6 +45,7 @@ from kemm.model.run.evaluate import summarize_run
 from kemm.model.run.foldmodel import FoldInputs, FoldModel
 from kemm.model.run.metrics import eval_grid, survival_metrics
 from kemm.model.run.neural import NeuralFoldModel
+from kemm.model.run.progress import FoldProgress
 from kemm.model.run.registry import fold_model_class, new_fold_model
 from kemm.model.run.rundir import RunDir
 
@@ -252,18 +252,16 @@ def run_experiment(
     pending = [(f, m) for f, m in todo if not exp.run.fold(m.key, f.k).done]
     if len(pending) < len(todo):
         log.info("resuming: %d of %d (fold, model) runs already done", len(todo) - len(pending), len(todo))
-    bar = tqdm(total=len(todo), initial=len(todo) - len(pending), desc="cv", disable=not cfg.train.progress,
-               dynamic_ncols=True)
+    prog = FoldProgress(len(todo), len(todo) - len(pending), cfg.train.progress)
     for f, m in pending:
-        bar.set_description(f"cv {m.key} fold {f.k}")
+        prog.start(f"{m.key} fold {f.k}")
         if on_fold_start:
             on_fold_start(m.key, f.k)
         rec = run_fold(exp, m, f)
-        bar.update(1)
-        bar.set_postfix(c=f"{rec['c_index']:.3f}" if rec.get("c_index") is not None else "nan")
+        prog.finish(f"{m.key} fold {f.k}", rec.get("c_index"))
         if on_fold_done:
             on_fold_done(m.key, f.k, rec)
-    bar.close()
+    prog.close()
     summarize_run(exp.run.root, exp.cfg)
     rj = exp.run.read_run_json()
     rj["status"] = "done"
