@@ -1,6 +1,6 @@
 """kemm: knowledge-enhanced multimodal survival models.
 
-Commands: demo (offline end-to-end run on a synthetic cohort), train, ablate,
+Commands: demo (offline end-to-end run on a synthetic cohort), train, ablate, compare,
 evaluate, predict, benchmark, run upgrade.  Knowledge building lives in ``kemm-knowledge``.
 Exit codes: 0 ok, 2 config/data errors (one line naming file, key, case), 1 unexpected errors.
 
@@ -20,6 +20,7 @@ from rich.table import Table
 
 from kemm import __version__
 from kemm.benchmark import BenchmarkError, run_benchmark
+from kemm.compare import compare_runs
 from kemm.knowledge import KnowledgeError
 from kemm.model.errors import ModelError
 from kemm.model.run.config import ModelEntry, load_config
@@ -187,6 +188,21 @@ def predict(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_path, index=False)
     out.print(f"wrote {len(df)} predictions ({df['model'].iloc[0]}, {sum(c.startswith('risk_fold') for c in df.columns)} folds) to {out_path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories of one cohort; the first is the reference."),
+    out_dir: Path = typer.Option(Path("compare"), "--out", help="Folder for compare.md, compare_folds.csv, km_<run>.png."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model of the KM figures (default: each run's main model)."),
+) -> None:
+    """C-index of several runs side by side per model and fold, paired deltas with tests, one KM figure per run."""
+    try:
+        md = compare_runs(run_dirs, out_dir, model)
+    except ModelError as e:
+        fail(str(e))
+    out.print(md.read_text(), highlight=False, markup=False, soft_wrap=True)
+    out.print(f"wrote {md} and the KM figures beside it", highlight=False, markup=False, soft_wrap=True)
 
 
 run_app = typer.Typer(no_args_is_help=True, help="Maintenance of run directories.", rich_markup_mode=None)

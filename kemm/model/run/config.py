@@ -426,6 +426,18 @@ def dump_config(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
+def knowledge_label(cfg: ExperimentConfig, model: str | None = None) -> str:
+    """The knowledge a run (or one of its models) reads, for titles: ``report blca-rules; pbk pbk-curated``."""
+    names = {m.key: m.name for m in cfg.models}
+    if model is not None and names.get(model, model) not in KNOWLEDGE_MODELS:
+        return "none (this model reads no knowledge)"
+    parts = [f"{kind} {', '.join(srcs)}" for kind, srcs in
+             (("report", cfg.knowledge.report_sources), ("pbk", cfg.knowledge.pbk_sources)) if srcs]
+    if parts and cfg.knowledge.encoder:
+        parts.append(f"encoder {cfg.knowledge.encoder}")
+    return "; ".join(parts) or "none"
+
+
 def model_clinical(entry: ModelEntry, cfg: ExperimentConfig) -> list[str]:
     """Covariates a neural model receives: its own ``clinical:`` list, else ``data.model_clinical``."""
     return list(entry.clinical) if entry.clinical is not None else list(cfg.data.model_clinical)
