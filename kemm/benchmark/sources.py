@@ -53,7 +53,7 @@ def build_cohort_sources(spec: CohortSpec, data_root: Path, cache_dir: Path) -> 
         return []
     c, ct = spec.cohort, spec.bench["cancer_type"]
     rules, llm = source_name(c, "rules"), source_name(c, "llm")
-    log.info("%s: %s", rules, build_reports(files, rules, backend="rules", cache_dir=cache_dir, cancer_type=ct).as_dict())
+    log.info("%s: %s", rules, build_reports(files, rules, backend="rules", cache_dir=cache_dir, cancer_type=ct).line())
     for f in files:
         imp = import_file(f, "tcga-path-report", llm, cache_dir, model_name="unknown (as published)")
         log.info("%s: %s ok, %s failed (parse rate %.3f)", llm, imp.ok, imp.failed, imp.parse_rate)
@@ -61,8 +61,8 @@ def build_cohort_sources(spec: CohortSpec, data_root: Path, cache_dir: Path) -> 
     for parent_role in ("rules", "llm"):
         parent = source_name(c, parent_role)
         fields, grounded = source_name(c, f"{parent_role}-fields"), source_name(c, f"{parent_role}-grounded")
-        log.info("%s: %s", fields, derive_fields(cache_dir, parent, fields).as_dict())
-        log.info("%s: %s", grounded, derive_grounded_pbk(cache_dir, parent, PBK_SOURCE, grounded, ct).as_dict())
+        log.info("%s: %s", fields, derive_fields(cache_dir, parent, fields).line())
+        log.info("%s: %s", grounded, derive_grounded_pbk(cache_dir, parent, PBK_SOURCE, grounded, ct).line())
         names += [fields, grounded]
     return names
 
@@ -70,7 +70,7 @@ def build_cohort_sources(spec: CohortSpec, data_root: Path, cache_dir: Path) -> 
 def build_sources(specs: list[CohortSpec], bench_base: dict, data_root: Path, cache_dir: Path) -> None:
     """Every cohort's sources and the curated PBK, embedded with every encoder the profiles use."""
     types = sorted({s.bench["cancer_type"] for s in specs})
-    log.info("pbk: %s", build_pbk(types, PBK_SOURCE, backend="rules", cache_dir=cache_dir).as_dict())
+    log.info("pbk: %s", build_pbk(types, PBK_SOURCE, backend="rules", cache_dir=cache_dir).line())
     for spec in specs:
         build_cohort_sources(spec, data_root, cache_dir)
     for enc_name, roles in encoder_roles(bench_base).items():

@@ -13,15 +13,29 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from kemm import __version__
 from kemm.knowledge.store.cache import default_cache_dir
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# Plain (click) help: no `<bool>` after flags, and `[...]` in help texts is shown, not eaten as rich markup.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="kemm-knowledge: build, inspect, embed and audit knowledge sources.")
 console = Console(stderr=True)
 out = Console()
 EXIT_BELOW_THRESHOLD = 3
 
 CacheDirOpt = typer.Option(None, "--cache-dir", help="Knowledge cache folder [env KEMM_CACHE_DIR, default ./knowledge_cache].")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kemm-knowledge (kemm {__version__})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the kemm version and exit.")) -> None:
+    """kemm-knowledge: build, inspect, embed and audit knowledge sources."""
 
 
 def cache_dir_or_default(cache_dir: Optional[Path]) -> Path:

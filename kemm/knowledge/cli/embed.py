@@ -39,7 +39,7 @@ def embed(
     t.add_row(str(s.n_records), str(s.n_statements), str(s.n_encoded), str(s.n_reused), str(s.n_skipped_records),
               f"{s.elapsed_s:.1f} s")
     out.print(t)
-    console.print(f"wrote {s.path}")
+    console.print(f"wrote {escape(str(s.path))}", highlight=False, soft_wrap=True)
 
 
 @app.command("encoders")

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from kemm._io import atomic_write_json, atomic_write_text
@@ -42,7 +43,7 @@ def audit(
         fail(f"I/O error: {e}", 1)
     _print_audit(rep)
     if html:
-        console.print(f"wrote {html}")
+        console.print(f"wrote {escape(str(html))}", highlight=False, soft_wrap=True)
     below = failed_thresholds(rep, thresholds)
     if below:
         for b in below:
@@ -80,7 +81,7 @@ def diff(
         t2.add_row(fld, va[:50], vb[:50], str(c), ", ".join(ex))
     out.print(t2)
     if out_file:
-        console.print(f"wrote {out_file}")
+        console.print(f"wrote {escape(str(out_file))}", highlight=False, soft_wrap=True)
 
 
 def _print_audit(rep: AuditReport) -> None:

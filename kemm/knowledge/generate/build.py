@@ -36,6 +36,14 @@ class BuildSummary:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def line(self) -> str:
+        """One log line: ``412 inputs: 411 ok, 0 failed, 1 skipped; 0 cached, 412 generated in 3.1 s``."""
+        text = (f"{self.total} inputs: {self.ok} ok, {self.failed} failed, {self.skipped} skipped; "
+                f"{self.cached} cached, {self.generated} generated in {self.elapsed_s:.1f} s")
+        if self.corrupt_lines:
+            text += f"; {self.corrupt_lines} corrupt cache lines regenerated"
+        return text + (f"; first failure: {self.failures[0]}" if self.failures else "")
+
 
 def source_identity(prompt: Prompt, backend: Backend, sampling: dict[str, Any]) -> dict[str, Any]:
     desc = backend.describe()

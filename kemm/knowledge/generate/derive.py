@@ -63,6 +63,12 @@ class DeriveSummary:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def line(self) -> str:
+        """One log line: ``411 cases: 398 ok, 13 skipped (13 no field ...); 0 cached, 398 written``."""
+        reasons = "; ".join(f"{n} {r}" for r, n in sorted(self.skip_reasons.items(), key=lambda x: -x[1]))
+        return (f"{self.total} cases: {self.ok} ok, {self.skipped} skipped{f' ({reasons})' if reasons else ''}; "
+                f"{self.cached} cached, {self.written} written")
+
 
 # --------------------------------------------------------------------------- parents
 def parent_outputs(cache_dir: Path | str, source: str, schema_name: str) -> dict[str, dict[str, Any]]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +26,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kemm.model.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # Names of refined-report covariates (kemm.knowledge.REPORT_COVARIATES); kept literal so the
 # config loads without importing the knowledge half. tests/ check that both lists agree.
@@ -207,12 +211,32 @@ class ExperimentConfig(_Strict):
             return self.main_model
         return "kemm" if "kemm" in keys else keys[0]
 
+    def identity_settings(self) -> dict[str, Any]:
+        """The settings that define a run: data, knowledge, train, without display-only ones (``DISPLAY_ONLY``)."""
+        d = self.model_dump(mode="json", exclude={"output_dir", "name", "models", "main_model"})
+        for key in DISPLAY_ONLY:
+            d["train"].pop(key, None)
+        return d
+
     def identity(self) -> str:
         """Hash of the data, knowledge and train settings (models are checked per fold, so a run can grow)."""
-        d = self.model_dump(mode="json", exclude={"output_dir", "name", "models", "main_model"})
-        d["train"].pop("progress", None)
-        d["train"].pop("num_threads", None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.identity_settings(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# train settings that change how a run looks or how fast it goes, never its numbers
+DISPLAY_ONLY = ("progress", "num_threads")
+
+
+def setting_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts, as ``key: old -> new``."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb, key = a.get(k), b.get(k), f"{prefix}{k}"
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += setting_differences(va, vb, key + ".")
+        elif va != vb:
+            out.append(f"{key}: {va!r} -> {vb!r}")
+    return out
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
@@ -266,16 +290,118 @@ def _scalar(text: str) -> Any:
     return v
 
 
-def load_config(path: Path | str, overrides: list[str] | None = None) -> ExperimentConfig:
+DATA_ROOT_ENV = "KEMM_DATA_ROOT"
+DATA_ROOT = "{data_root}"
+# Models that read knowledge embeddings; a benchmark cohort config trained without a knowledge
+# source keeps only the others (base.yaml lists kemm and kemm_noknow for `kemm train`).
+KNOWLEDGE_MODELS = frozenset({"kemm", "kemm_report", "kemm_pbk", "text", "text_meanpool"})
+
+
+def load_config(path: Path | str, overrides: list[str] | None = None, data_root: Path | str | None = None) -> ExperimentConfig:
+    """Read, override and validate an experiment YAML.
+
+    A cohort config of a benchmark folder (a file with a ``benchmark:`` section, e.g.
+    ``experiments/tcga/blca.yaml``) is merged over the ``base.yaml`` beside it, its
+    ``benchmark:`` section is used only for the report files (``data.reports``), and models
+    that need knowledge are left out when no knowledge source is given. ``{data_root}`` in any
+    string is replaced by ``data_root`` (or ``$KEMM_DATA_ROOT``).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
+    data = _read_yaml(path)
+    cohort_file = isinstance(data, dict) and "benchmark" in data
+    if cohort_file:
+        data = _merge_cohort_file(path, data)
+    data = apply_overrides(data or {}, overrides or [])
+    data = fill_data_root(data, path, data_root)
+    if cohort_file:
+        data = _drop_knowledge_models(data, path)
+    return parse_config(data, str(path))
+
+
+def _read_yaml(path: Path) -> Any:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    data = apply_overrides(data or {}, overrides or [])
-    return parse_config(data, str(path))
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _merge_cohort_file(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """A benchmark cohort file merged over its sibling base.yaml, without the ``benchmark:`` sections."""
+    bench = data.pop("benchmark") or {}
+    if not isinstance(bench, dict):
+        raise ConfigError(f"{path}: benchmark: expected a mapping (cohort, cancer_type, reports)")
+    base_path = path.parent / "base.yaml"
+    if base_path.is_file() and base_path.resolve() != path.resolve():
+        base = _read_yaml(base_path) or {}
+        if not isinstance(base, dict):
+            raise ConfigError(f"{base_path}: expected a YAML mapping at the top level")
+        base.pop("benchmark", None)
+        data = _deep_merge(base, data)
+    reports = bench.get("reports") or []
+    if reports and isinstance(data.get("data"), dict) and "reports" not in data["data"]:
+        data["data"]["reports"] = [f"{DATA_ROOT}/{r}" for r in reports]
+    return data
+
+
+def fill_data_root(data: Any, path: Path, data_root: Path | str | None) -> Any:
+    """Every ``{data_root}`` replaced by ``data_root`` / ``$KEMM_DATA_ROOT``; an error naming the key if unset."""
+    used = _keys_with(data, DATA_ROOT)
+    if not used:
+        return data
+    root = data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV)
+    if not root:
+        raise ConfigError(
+            f"{path}: {used[0]} uses {DATA_ROOT}; give the raw data folder with --data-root DIR "
+            f"(e.g. ../shared/data/raw) or set ${DATA_ROOT_ENV}"
+        )
+    if not Path(root).is_dir():
+        raise ConfigError(f"{path}: data root {root} (for {DATA_ROOT} in {used[0]}) is not a folder")
+    return _replace(data, str(root))
+
+
+def _keys_with(obj: Any, needle: str, prefix: str = "") -> list[str]:
+    if isinstance(obj, str):
+        return [prefix or "<root>"] if needle in obj else []
+    if isinstance(obj, dict):
+        return [k for key, v in obj.items() for k in _keys_with(v, needle, f"{prefix}.{key}" if prefix else str(key))]
+    if isinstance(obj, list):
+        return [k for i, v in enumerate(obj) for k in _keys_with(v, needle, f"{prefix}[{i}]")]
+    return []
+
+
+def _replace(obj: Any, root: str) -> Any:
+    if isinstance(obj, str):
+        return obj.replace(DATA_ROOT, root)
+    if isinstance(obj, dict):
+        return {k: _replace(v, root) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_replace(v, root) for v in obj]
+    return obj
+
+
+def _drop_knowledge_models(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Without knowledge sources, a cohort config trains only the models that need none."""
+    k = data.get("knowledge") or {}
+    models = data.get("models")
+    if not isinstance(k, dict) or k.get("report") or k.get("pbk") or not isinstance(models, list):
+        return data
+    keep = [m for m in models if not (isinstance(m, dict) and m.get("name") in KNOWLEDGE_MODELS)]
+    dropped = [m.get("label") or m.get("name") for m in models if isinstance(m, dict) and m not in keep]
+    if dropped and keep:
+        log.warning("%s: no knowledge source given (knowledge.report / knowledge.pbk), so %s %s left out; "
+                    "add e.g. --set knowledge.report=[SOURCE] to train %s", path, ", ".join(dropped),
+                    "is" if len(dropped) == 1 else "are", "it" if len(dropped) == 1 else "them")
+        data["models"] = keep
+    return data
 
 
 def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -298,6 +424,18 @@ def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def dump_config(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def knowledge_label(cfg: ExperimentConfig, model: str | None = None) -> str:
+    """The knowledge a run (or one of its models) reads, for titles: ``report blca-rules; pbk pbk-curated``."""
+    names = {m.key: m.name for m in cfg.models}
+    if model is not None and names.get(model, model) not in KNOWLEDGE_MODELS:
+        return "none (this model reads no knowledge)"
+    parts = [f"{kind} {', '.join(srcs)}" for kind, srcs in
+             (("report", cfg.knowledge.report_sources), ("pbk", cfg.knowledge.pbk_sources)) if srcs]
+    if parts and cfg.knowledge.encoder:
+        parts.append(f"encoder {cfg.knowledge.encoder}")
+    return "; ".join(parts) or "none"
 
 
 def model_clinical(entry: ModelEntry, cfg: ExperimentConfig) -> list[str]:

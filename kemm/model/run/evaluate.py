@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kemm.model.run.config import ExperimentConfig, load_config
+from kemm.model.run.config import ExperimentConfig, knowledge_label, load_config
 from kemm.model.run.plots import km_risk_groups
 from kemm.model.run.rundir import RunDir, write_csv
 
@@ -98,7 +98,9 @@ def summarize_run(run_dir: Path | str, cfg: ExperimentConfig | None = None, km_m
         for m in km_models if km_models is not None else list(metrics):
             sub = preds[preds["model"] == m]
             if len(sub):
-                km[m] = km_risk_groups(sub, run.km_png(m), title=f"{cfg.name}: {m}")
+                k = knowledge_label(cfg, m)
+                km[m] = km_risk_groups(sub, run.km_png(m), title=f"{cfg.name}: {m}\nknowledge: {k}",
+                                       legend_suffix=f", {m} @ {k}" if not k.startswith("none") else f", {m}")
     summary = {"metrics": metrics, "km": km, "main": cfg.main if cfg.main in metrics else next(iter(metrics), None)}
     run.write_json(run.km_json, km)
     return summary

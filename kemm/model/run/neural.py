@@ -37,6 +37,7 @@ from kemm.model.nn.registry import ModelSpec, build_model
 from kemm.model.run.config import TrainConfig
 from kemm.model.run.foldmodel import FoldInputs
 from kemm.model.run.metrics import harrell_c, step_survival
+from kemm.model.run.progress import bars_on
 from kemm.model.run.rundir import FoldFiles
 
 Collate = Callable[[list[dict]], Batch]
@@ -148,7 +149,7 @@ class NeuralFoldModel:
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
         history: list[dict] = []
         best_state, best_score, bad = None, -np.inf, 0
-        bar = tqdm(range(tc.epochs), desc=self.desc, leave=False, disable=not tc.progress, dynamic_ncols=True)
+        bar = tqdm(range(tc.epochs), desc=self.desc, leave=False, disable=not bars_on(tc.progress), dynamic_ncols=True)
         for epoch in bar:
             loader = _loader(fd.train, tc.batch_size, collate, True, seed * 1000 + epoch)
             rec: dict = {"epoch": epoch, "loss": _train_epoch(model, loader, opt, tc)}

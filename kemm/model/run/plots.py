@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 from kemm._io import atomic_path  # noqa: E402
 
 
-def km_risk_groups(preds: pd.DataFrame, out_path: Path | str, title: str = "") -> dict:
+def km_risk_groups(preds: pd.DataFrame, out_path: Path | str, title: str = "", legend_suffix: str = "") -> dict:
     """Plot KM curves of ``risk_group`` (high/low) from out-of-fold predictions to a PNG.
 
     Args:
@@ -28,7 +28,7 @@ def km_risk_groups(preds: pd.DataFrame, out_path: Path | str, title: str = "") -
     Returns:
         ``{"path", "logrank_p", "n_low", "n_high"}``.
     """
-    fig, info = km_figure(preds, title)
+    fig, info = km_figure(preds, title, legend_suffix)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
@@ -36,9 +36,10 @@ def km_risk_groups(preds: pd.DataFrame, out_path: Path | str, title: str = "") -
     return {"path": str(out_path), **info}
 
 
-def km_figure(preds: pd.DataFrame, title: str = "") -> tuple[plt.Figure, dict]:
+def km_figure(preds: pd.DataFrame, title: str = "", legend_suffix: str = "") -> tuple[plt.Figure, dict]:
     """The KM figure of :func:`km_risk_groups` (one curve per non-empty risk group) and
-    ``{"logrank_p", "n_low", "n_high"}``; the caller closes the figure."""
+    ``{"logrank_p", "n_low", "n_high"}``; the caller closes the figure. ``legend_suffix`` follows
+    each curve's label (e.g. the knowledge sources, so two runs' figures cannot be confused)."""
     from lifelines import KaplanMeierFitter  # lazy: lifelines adds ~1 s to import; only plotting needs it
     from lifelines.plotting import add_at_risk_counts  # lazy: as above
     from lifelines.statistics import logrank_test  # lazy: as above
@@ -51,7 +52,7 @@ def km_figure(preds: pd.DataFrame, title: str = "") -> tuple[plt.Figure, dict]:
     for (label, g), color in zip(groups.items(), ("tab:blue", "tab:red")):
         if len(g) == 0:
             continue
-        km = KaplanMeierFitter(label=f"{label} (n={len(g)})")
+        km = KaplanMeierFitter(label=f"{label} (n={len(g)}){legend_suffix}")
         km.fit(g["time"], g["event"])
         km.plot_survival_function(ax=ax, ci_show=True, color=color, show_censors=True, censor_styles={"ms": 4})
         fitters.append(km)

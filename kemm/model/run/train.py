@@ -8,7 +8,7 @@ never loaded again (their model files are not read on resume). ``run.json`` reco
 content identity of every knowledge source read; a resume (or rerun) whose knowledge changed
 since folds finished is refused, so no run mixes knowledge generations.
 
-Imports: numpy, pandas, torch, tqdm, ``kemm.knowledge`` (public API), ``kemm.model.data``,
+Imports: numpy, pandas, torch, ``kemm.knowledge`` (public API), ``kemm.model.data``,
 ``kemm.model.run`` (not predict).
 """
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 import kemm.knowledge as knowledge
 from kemm import __version__
@@ -36,6 +35,7 @@ from kemm.model.data.splits import Fold, check_folds, load_splits, make_splits, 
 from kemm.model.errors import DataError, RunError
 from kemm.model.nn.losses import make_bins
 from kemm.model.run.config import (
+    DISPLAY_ONLY,
     REPORT_FIELD_NAMES,
     ExperimentConfig,
     ModelEntry,
@@ -43,11 +43,13 @@ from kemm.model.run.config import (
     load_config,
     model_clinical,
     resolve_paths,
+    setting_differences,
 )
 from kemm.model.run.evaluate import summarize_run
 from kemm.model.run.foldmodel import FoldInputs, FoldModel
 from kemm.model.run.metrics import eval_grid, survival_metrics
 from kemm.model.run.neural import NeuralFoldModel
+from kemm.model.run.progress import FoldProgress
 from kemm.model.run.registry import fold_model_class, new_fold_model
 from kemm.model.run.rundir import RunDir
 
@@ -64,7 +66,7 @@ def set_threads(n: int | None) -> None:
 
 def model_identity(entry: ModelEntry, cfg: ExperimentConfig) -> str:
     d = {"name": entry.name, "hparams": entry.hparams,
-         "train": cfg.train.model_dump(mode="json", exclude={"progress", "num_threads"})}
+         "train": cfg.train.model_dump(mode="json", exclude=set(DISPLAY_ONLY))}
     if entry.clinical is not None:  # only when set, so identities of runs made before the key existed stay valid
         d["clinical"] = entry.clinical
     blob = json.dumps(d, sort_keys=True, default=str)
@@ -197,10 +199,9 @@ def _claim_run_dir(run: RunDir, cfg: ExperimentConfig, restart: bool) -> None:
         except Exception as e:
             raise RunError(f"{run.config_path}: unreadable config of an earlier run ({e}); use --restart") from None
         if old.identity() != cfg.identity():
-            a, b = old.model_dump(mode="json"), cfg.model_dump(mode="json")
-            diffs = [k for k in ("data", "knowledge", "train") if a.get(k) != b.get(k)]
+            diffs = setting_differences(old.identity_settings(), cfg.identity_settings())
             raise RunError(
-                f"{run.root} holds a run of a different experiment (sections {diffs} differ); "
+                f"{run.root} holds a run of a different experiment ({'; '.join(diffs)}); "
                 "resume only with the same data/knowledge/train settings, choose another output_dir, or pass --restart"
             )
     if restart:
@@ -313,18 +314,16 @@ def run_experiment(
     pending = [(f, m) for f, m in todo if not exp.run.fold(m.key, f.k).done]
     if len(pending) < len(todo):
         log.info("resuming: %d of %d (fold, model) runs already done", len(todo) - len(pending), len(todo))
-    bar = tqdm(total=len(todo), initial=len(todo) - len(pending), desc="cv", disable=not cfg.train.progress,
-               dynamic_ncols=True)
+    prog = FoldProgress(len(todo), len(todo) - len(pending), cfg.train.progress)
     for f, m in pending:
-        bar.set_description(f"cv {m.key} fold {f.k}")
+        prog.start(f"{m.key} fold {f.k}")
         if on_fold_start:
             on_fold_start(m.key, f.k)
         rec = run_fold(exp, m, f)
-        bar.update(1)
-        bar.set_postfix(c=f"{rec['c_index']:.3f}" if rec.get("c_index") is not None else "nan")
+        prog.finish(f"{m.key} fold {f.k}", rec.get("c_index"))
         if on_fold_done:
             on_fold_done(m.key, f.k, rec)
-    bar.close()
+    prog.close()
     summarize_run(exp.run.root, exp.cfg)
     rj = exp.run.read_run_json()
     rj["status"] = "done"

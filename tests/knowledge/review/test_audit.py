@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import stat
 from html.parser import HTMLParser
 
 import pytest
@@ -237,3 +239,16 @@ def test_pbk_source_validity_only(tmp_path):
     assert r.exit_code == 3
     r = CliRunner().invoke(app, ["audit", "pbk", "--cache-dir", str(tmp_path), "--fail-under", "parse_rate=1"])
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_audit_html_follows_the_umask(planted, tmp_path, umask, mode):
+    """The HTML report is an output like any other: created with the user's umask, not 0600 (issue 14)."""
+    page = tmp_path / "audit.html"
+    old = os.umask(umask)
+    try:
+        r = CliRunner().invoke(app, ["audit", "src", "--cache-dir", str(planted / "kc"), "--html", str(page)])
+    finally:
+        os.umask(old)
+    assert r.exit_code == 0, r.output
+    assert stat.S_IMODE(page.stat().st_mode) == mode

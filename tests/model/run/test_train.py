@@ -80,8 +80,18 @@ def test_resume_does_not_redo_finished_folds(syn_all, tmp_path):
 
 def test_resume_refuses_a_different_experiment(syn_all, tmp_path):
     run_experiment(_cfg(syn_all, tmp_path / "run", ["coxph"], epochs=1))
-    with pytest.raises(RunError, match="different experiment"):
-        run_experiment(_cfg(syn_all, tmp_path / "run", ["coxph"], epochs=2))
+    with pytest.raises(RunError, match=r"different experiment \(train.epochs: 1 -> 2\)") as e:
+        run_experiment(_cfg(syn_all, tmp_path / "run", ["coxph"], epochs=2, progress=True, num_threads=2))
+    assert "progress" not in str(e.value) and "num_threads" not in str(e.value)
+
+
+def test_display_settings_are_not_identity(syn_all, tmp_path):
+    """--quiet / --progress and the thread count never make a run 'different' (issue 14)."""
+    run_experiment(_cfg(syn_all, tmp_path / "run", ["coxph"], epochs=1))
+    started = []
+    run_experiment(_cfg(syn_all, tmp_path / "run", ["coxph"], epochs=1, progress=True, num_threads=2),
+                   on_fold_start=lambda m, k: started.append((m, k)))
+    assert started == []  # resumed: every fold was already done
 
 
 def test_early_stopping_uses_inner_split_only(syn_all, tmp_path):
