@@ -58,7 +58,7 @@ def build(
     reports: list[Path] = typer.Option([], "--reports", help="Report CSV/JSONL (repeatable) for refine_report."),
     cancer_types: str = typer.Option("", "--cancer-types", help="Comma-separated TCGA codes for pbk, e.g. BLCA,LUAD."),
     backend: str = typer.Option("rules", "--backend", help="rules | transformers | vllm | openai"),
-    model: Optional[str] = typer.Option(None, "--model", help="Local checkpoint path (transformers, vllm) or served model name (openai)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Local checkpoint path or packaged model name (transformers, vllm; see `models`), or served model name (openai)."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Model revision recorded in the provenance."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key (openai backend)."),
@@ -69,6 +69,8 @@ def build(
     max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="vllm: context length."),
     device: Optional[str] = typer.Option(None, "--device", help="transformers: cpu | cuda | auto."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="transformers/vllm: float32 | bfloat16 | float16 | auto."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="transformers on CPU: torch threads (default: free cores)."),
+    token_budget: Optional[int] = typer.Option(None, "--token-budget", help="transformers: most padded prompt tokens per batch."),
     sampling: list[str] = typer.Option([], "--sampling", help="Override a sampling parameter, KEY=VALUE (repeatable)."),
     prompt_version: Optional[int] = typer.Option(None, "--prompt-version", help="Prompt version (default: highest)."),
     prompts_dir: Optional[Path] = typer.Option(None, "--prompts-dir", help="Folder of prompts/<task>/v<N>.jinja."),
@@ -115,7 +117,7 @@ def build(
             model=model, revision=revision, base_url=base_url, api_key_env=api_key_env,
             concurrency=concurrency, timeout=timeout, json_mode=json_mode or None,
             tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
-            device=device, dtype=dtype,
+            device=device, dtype=dtype, threads=threads, token_budget=token_budget,
         )
         cdir = _cache_dir(cache_dir)
         with Progress(
@@ -203,6 +205,10 @@ try:  # embed / audit / diff / import
 except ModuleNotFoundError as _e:  # pragma: no cover - only while the module does not exist
     if _e.name != "kemm.knowledge.cli_extra":
         raise
+
+from kemm.knowledge import cli_models as _models  # noqa: E402 - `models` (packaged LLMs)
+
+_models.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

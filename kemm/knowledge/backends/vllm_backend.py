@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from kemm.knowledge.backends.base import BackendError, GenerationRequest, GenerationResult, register
 from kemm.knowledge.backends.grammar import decoder_schema
+from kemm.knowledge.generate import catalog
 from kemm.knowledge.backends.transformers_backend import (
     SAMPLING_KEYS,
     check_options,
@@ -147,6 +148,7 @@ class VLLMBackend:
             "model_id": self.path.name,
             "model_revision": self.revision,
             "model_path": str(self.path),
+            "packaged_model": catalog.provenance(self.path),
             "device": _device(),
             "dtype": str(getattr(mc, "dtype", self.engine_kwargs["dtype"])).replace("torch.", ""),
             "tensor_parallel_size": self.engine_kwargs["tensor_parallel_size"],
