@@ -14,6 +14,7 @@ from kemm.knowledge.inputs import (
     cancer_type_inputs,
     read_reports,
 )
+from kemm.knowledge.generate.sectioning import apply_sectioning, resolve_version
 from kemm.knowledge.prompts import load_prompt
 
 
@@ -33,8 +34,13 @@ def run_task(
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     extra_provenance: dict[str, Any] | None = None,
+    sectioning: str | None = None,
 ) -> BuildSummary:
+    """Run ``task`` over ``inputs`` into ``source``.  ``sectioning`` (refine_report):
+    ``auto`` (default: sections for LLM backends, not for rules), a version, or ``none``."""
     prompt = load_prompt(task, prompt_version, prompts_dir)
+    if task == "refine_report":
+        inputs = apply_sectioning(inputs, resolve_version(sectioning, backend))
     cache = SourceCache(cache_dir or default_cache_dir(), source)
     be = create_backend(backend, **{k: v for k, v in (backend_options or {}).items() if v is not None})
     try:

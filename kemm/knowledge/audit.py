@@ -34,6 +34,7 @@ from typing import Any
 
 from kemm.knowledge.cache import SourceCache, sha256_text
 from kemm.knowledge.claims import Claim, SourceFacts, check_output
+from kemm.knowledge.review.prompt_copies import COPIED, copied_claims, manifest_examples
 from kemm.knowledge.inputs import DEFAULT_ID_COLUMN, DEFAULT_TEXT_COLUMN, REPORT_SEPARATOR, InputError, _read_rows
 from kemm.knowledge.schemas import NOT_REPORTED, get_schema
 
@@ -314,6 +315,8 @@ def audit_source(
     if task == "refine_report":
         texts = SourceTexts(reports, id_column, text_column, base_dirs=[Path(cache_dir).resolve().parent, Path.cwd()])
         kinds_total, kinds_bad, bad_values = Counter(), Counter(), Counter()
+        examples = manifest_examples(man)  # values the prompt shows; None if the prompt is not found
+        copied: dict[str, list[str]] = {}
         for r in recs:
             ra = RecordAudit(case_id=r["case_id"], status=r["status"], output=r.get("output"))
             ra.duplicates = within.get(r["case_id"], [])
@@ -324,6 +327,10 @@ def audit_source(
                 else:
                     ra.source_text = text
                     ra.claims = check_output(parsed[r["case_id"]].model_dump(), text, SourceFacts.from_text(text))
+                    if examples:
+                        hits = copied_claims(ra.claims, examples)
+                        if hits:
+                            copied[r["case_id"]] = [f"{c.where}: {c.value}" for c in hits]
                     for c in ra.claims:
                         kinds_total[c.kind] += 1
                         if not c.supported:
@@ -347,6 +354,14 @@ def audit_source(
             "empty_source_records": sorted(a.case_id for a in checked if sum(ch.isalnum() for ch in a.source_text or "") < 50),
             "by_kind": {k: {"claims": kinds_total[k], "unsupported": kinds_bad[k]} for k in sorted(kinds_total)},
             "top_unsupported": bad_values.most_common(12),
+            COPIED: {
+                "prompt_examples": sorted(examples) if examples is not None else None,
+                "records": len(copied),
+                "rate": round(len(copied) / len(checked), 4) if checked and examples is not None else None,
+                "claims": sum(len(v) for v in copied.values()),
+                "top": Counter(x.split(": ", 1)[1] for v in copied.values() for x in v).most_common(8),
+                "cases": dict(sorted(copied.items())[:50]),
+            },
         }
     else:
         audits = [RecordAudit(case_id=r["case_id"], status=r["status"], output=r.get("output")) for r in recs]

@@ -81,10 +81,12 @@ def build(
     max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="Generation attempts per record (repair loop)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N inputs (try a prompt)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Render the prompts, print the first, call no model."),
+    sectioning: str = typer.Option("auto", "--sectioning", help="refine_report: auto (LLM backends: sections-v1; rules: none) | sections-v1 | none."),
     cache_dir: Optional[Path] = CacheDirOpt,
 ) -> None:
     """Run a knowledge task into a cached source (resumable; a rebuild generates nothing)."""
     from kemm.knowledge import api
+    from kemm.knowledge.generate.sectioning import apply_sectioning, resolve_version
     from kemm.knowledge.inputs import cancer_type_inputs
     from kemm.knowledge.prompts import load_prompt
 
@@ -102,6 +104,8 @@ def build(
         prompt = load_prompt(task, prompt_version, prompts_dir)
         overrides = _parse_sampling(sampling)
         if dry_run:
+            if task == "refine_report":
+                inputs = apply_sectioning(inputs, resolve_version(sectioning, backend))
             todo = [i for i in inputs if not i.skip_reason][: limit or None]
             if not todo:
                 fail("nothing to render: every input was skipped")
@@ -128,7 +132,7 @@ def build(
             summary = api.run_task(
                 task, inputs, source, backend, cdir, backend_options=options,
                 prompt_version=prompt_version, prompts_dir=prompts_dir, sampling_overrides=overrides,
-                batch_size=batch_size, max_attempts=max_attempts, limit=limit,
+                batch_size=batch_size, max_attempts=max_attempts, limit=limit, sectioning=sectioning,
                 progress=lambda n: prog.advance(tid, n),
                 on_total=lambda n: prog.update(tid, total=n),
             )

@@ -176,6 +176,9 @@ def _print_audit(rep, out) -> None:  # noqa: ANN001 - AuditReport, rich Console
         t.add_row("faithful records", _pct(f["faithfulness"]))
         t.add_row("claims supported", f"{_pct(f['claim_support'])} of {f['claims']}")
         t.add_row("flagged records", str(f["records_with_unsupported"]))
+        cp = f.get("copied_from_prompt") or {}
+        if cp.get("rate") is not None:
+            t.add_row("records copying a prompt example", f"{cp['records']} ({_pct(cp['rate'])})")
     if rep.coverage:
         worst = sorted(rep.coverage.items(), key=lambda kv: -kv[1])[:4]
         t.add_row("most 'not reported'", ", ".join(f"{k} {_pct(x)}" for k, x in worst))

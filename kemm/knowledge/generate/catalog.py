@@ -192,6 +192,7 @@ def _convert_into(target: Path, gguf: Path, convert: Any, info: dict[str, Any]) 
         info.update(converted_with=used, converted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     convert_seconds=round(time.perf_counter() - t0, 1))
         atomic_write_json(tmp / INFO_FILE, info)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a model cache is not secret
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -202,6 +203,12 @@ def _convert_into(target: Path, gguf: Path, convert: Any, info: dict[str, Any]) 
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
