@@ -7,11 +7,12 @@ from kemm.knowledge.prompts import PromptError, load_prompt, parse_prompt_file
 
 def test_shipped_prompts_load_and_render():
     p = load_prompt("refine_report")
-    assert p.version == 1 and p.schema_name == "RefinedReport" and len(p.sha256) == 64
+    assert p.version == 2 and p.schema_name == "RefinedReport" and len(p.sha256) == 64  # the highest
+    assert load_prompt("refine_report", 1).version == 1  # v1 stays, unchanged, for its caches
     msgs = p.render(case_id="TCGA-AA-0001", cancer_type="BLCA", report_text="pT2 N0 urothelial carcinoma")
     assert [m["role"] for m in msgs] == ["system", "user"]
     assert "<report>\npT2 N0 urothelial carcinoma\n</report>" in msgs[1]["content"]
-    assert "DATA" in msgs[0]["content"] and "not reported" in msgs[0]["content"]
+    assert "DATA" in msgs[0]["content"] and "not reported" in msgs[1]["content"]
     k = load_prompt("pbk")
     assert "BLCA" in k.render(cancer_type="BLCA", cancer_name="bladder")[1]["content"]
 

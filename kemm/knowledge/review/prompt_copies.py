@@ -14,6 +14,7 @@ Imports: kemm.knowledge.claims, kemm.knowledge.prompts.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,10 @@ EXAMPLE_KINDS = ("tnm", "stage", "grade", "grade_word", "size")
 COPIED = "copied_from_prompt"
 
 
+# A quoted roman numeral in an instruction is a stage-group example ('in roman numerals ("IIIA")').
+_QUOTED_STAGE = re.compile(r"[\"'](?P<n>IV|III|II|I)(?P<s>[A-C][1-3]?)?[\"']")
+
+
 def prompt_examples(messages: list[dict[str, str]]) -> set[str]:
     """Canonical values (``"T2a"``, ``"stage IIIA"``, ``"grade 3"`` ...) shown in prompt messages."""
     out: set[str] = set()
@@ -31,6 +36,8 @@ def prompt_examples(messages: list[dict[str, str]]) -> set[str]:
         for c, _ in text_claims(m["content"], m["role"]):
             if c.kind in EXAMPLE_KINDS:
                 out.add(c.value)
+        for q in _QUOTED_STAGE.finditer(m["content"]):
+            out.add(f"stage {q.group('n')}{q.group('s') or ''}")
     return out
 
 
