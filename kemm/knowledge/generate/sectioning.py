@@ -75,12 +75,20 @@ _DISCLAIMER = re.compile(
 )
 # Facts that keep a line even inside a dropped section.
 _FACT = re.compile(
-    r"\b(?:y?p|c)?T(?:is|[0-4][a-d]?|x)\s?N|\b(?:y?p)[TNM](?:is|[0-4xX])|\bstage\s*(?:group)?\s*[:\-]?\s*(?:[0-4]|i{1,3}v?|iv)\b|"
+    r"\b(?:y?p)[TNM](?:is|[0-4xX])|\b(?:stage|figo)\s*(?:group|is)?\s*[:\-]?\s*(?:[0-4]|iv|i{1,3})[a-c]?[12]?\b|"
     r"\bgrade\b|\bdifferentiated\b|\bgleason\b|"
     r"(?:tumou?r|mass|lesion|carcinoma|neoplasm)[^\n]{0,60}\d+(?:\.\d+)?\s*(?:x\s*\d+(?:\.\d+)?\s*){0,2}(?:cm|mm)\b|"
     r"\d+(?:\.\d+)?\s*(?:cm|mm)\b[^\n]{0,40}(?:tumou?r|mass|lesion|neoplasm)",
     re.I,
 )
+
+
+# A TNM category anywhere ('T3C/N1/MO', '(T1b2/IB2)', 'T3a1NO'); case-sensitive: 'The' is not T.
+_TNM_FACT = re.compile(r"(?<![A-Za-z0-9])(?:y?p|c)?T\s?(?:is|[0-4]|X\b)")  # OCR glues 'T3a1NO': no right edge
+
+
+def _fact(line: str) -> bool:
+    return bool(_FACT.search(line) or _TNM_FACT.search(line))
 
 
 @dataclass(frozen=True)
@@ -123,9 +131,9 @@ def section_report(text: str, version: str = SECTIONING_VERSION) -> SectionedRep
         elif _KEEP_SECTIONS.match(line):
             keep_mode, headings = True, headings + 1
         if _BOILERPLATE.search(line) or _DISCLAIMER.search(line) or _noise(line):
-            if not _FACT.search(line):
+            if not _fact(line):
                 continue
-        if keep_mode or _FACT.search(line):
+        if keep_mode or _fact(line):
             kept.append(line.rstrip())
     out = "\n".join(kept).strip()
     return SectionedReport(out, SECTIONING_VERSION, len(text), len(out), headings)
