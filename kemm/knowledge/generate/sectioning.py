@@ -108,6 +108,8 @@ def _noise(line: str) -> bool:
     if not s:
         return True
     letters = sum(ch.isalpha() for ch in s)
+    if len(s.replace(" ", "")) < 6:
+        return False  # 'II', 'III': a grade or stage on its own line, not barcode strokes
     if re.fullmatch(r"[Il1|\s]+", s) or sum(ch in "Il1|i" for ch in s) >= 0.6 * len(s.replace(" ", "")):
         return True  # barcode strokes read as I, l, 1
     return len(s) >= 6 and letters / len(s) < 0.35 and not re.search(r"\d\s*(?:cm|mm)|\d+\s*/\s*\d+", s)
@@ -124,17 +126,26 @@ def section_report(text: str, version: str = SECTIONING_VERSION) -> SectionedRep
         raise ValueError(f"unknown sectioning version {version!r}; known: {SECTIONING_VERSION}, {NONE}")
     keep_mode = True
     headings = 0
-    kept: list[str] = []
-    for line in text.splitlines():
+    lines = text.splitlines()
+    keep = [False] * len(lines)
+    for i, line in enumerate(lines):
         if _DROP_SECTIONS.match(line):
             keep_mode, headings = False, headings + 1
         elif _KEEP_SECTIONS.match(line):
             keep_mode, headings = True, headings + 1
-        if _BOILERPLATE.search(line) or _DISCLAIMER.search(line) or _noise(line):
-            if not _fact(line):
-                continue
-        if keep_mode or _fact(line):
-            kept.append(line.rstrip())
+        fact = _fact(line)
+        if fact:
+            # OCR splits 'WHO GRADE:' / 'II' and 'moderately' / 'differentiated' over two lines:
+            # a short neighbour of a fact line is kept with it.
+            for j in (i - 1, i + 1):
+                if 0 <= j < len(lines) and len(lines[j].strip()) <= 40 and not (
+                    _BOILERPLATE.search(lines[j]) or _DISCLAIMER.search(lines[j])
+                ):
+                    keep[j] = True
+        if (_BOILERPLATE.search(line) or _DISCLAIMER.search(line) or _noise(line)) and not fact:
+            continue
+        keep[i] = keep[i] or keep_mode or fact
+    kept = [line.rstrip() for line, k in zip(lines, keep) if k]
     out = "\n".join(kept).strip()
     return SectionedReport(out, SECTIONING_VERSION, len(text), len(out), headings)
 
