@@ -18,7 +18,8 @@ from kemm.knowledge.store.inputs import (
     cancer_type_inputs,
     read_reports,
 )
-from kemm.knowledge.generate.prompts import load_prompt
+from kemm.knowledge.generate.prompts import default_version, load_prompt
+from kemm.knowledge.generate.sectioning import apply_sectioning, resolve_version
 
 
 def run_task(
@@ -37,8 +38,17 @@ def run_task(
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     extra_provenance: dict[str, Any] | None = None,
+    sectioning: str | None = None,
 ) -> BuildSummary:
+    """Run ``task`` over ``inputs`` into ``source``.  ``prompt_version`` None: v1 for the
+    rules backend, the highest for LLM backends (``prompts.default_version``).
+    ``sectioning`` (refine_report): ``auto`` (default: sections for LLM backends, not for
+    rules), a version, or ``none``."""
+    if prompt_version is None:
+        prompt_version = default_version(task, backend, prompts_dir)
     prompt = load_prompt(task, prompt_version, prompts_dir)
+    if task == "refine_report":
+        inputs = apply_sectioning(inputs, resolve_version(sectioning, backend))
     cache = SourceCache(cache_dir or default_cache_dir(), source)
     be = create_backend(backend, **{k: v for k, v in (backend_options or {}).items() if v is not None})
     try:

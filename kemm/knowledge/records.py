@@ -117,6 +117,21 @@ class KindCount(BaseModel):
     unsupported: int
 
 
+class CopiedFromPrompt(BaseModel):
+    """Ok records stating a value the prompt shows as an example, absent from their report.
+
+    ``prompt_examples`` and ``rate`` are None when the prompt the source was built with
+    cannot be loaded (then no record is counted).
+    """
+
+    prompt_examples: list[str] | None
+    records: int
+    rate: float | None
+    claims: int
+    top: list[tuple[str, int]]
+    cases: dict[str, list[str]]
+
+
 class AuditFaithfulness(BaseModel):
     """How many claims of the ok outputs occur in their source reports."""
 
@@ -132,6 +147,7 @@ class AuditFaithfulness(BaseModel):
     empty_source_records: list[str]
     by_kind: dict[str, KindCount]
     top_unsupported: list[tuple[str, int]]
+    copied_from_prompt: CopiedFromPrompt | None = None
 
 
 class AuditDuplicates(BaseModel):

@@ -12,7 +12,8 @@ from rich.table import Table
 from kemm.knowledge import api
 from kemm.knowledge.generate.backends.base import BackendError
 from kemm.knowledge.generate.build import BuildSummary
-from kemm.knowledge.generate.prompts import Prompt, PromptError, load_prompt
+from kemm.knowledge.generate.prompts import Prompt, PromptError, default_version, load_prompt
+from kemm.knowledge.generate.sectioning import apply_sectioning, resolve_version
 from kemm.knowledge.store.cache import CacheError
 from kemm.knowledge.store.inputs import DEFAULT_ID_COLUMN, DEFAULT_TEXT_COLUMN, InputError, TaskInput, cancer_type_inputs
 from kemm.knowledge.cli.common import CacheDirOpt, app, cache_dir_or_default, console, fail, out
@@ -38,7 +39,7 @@ def build(
     reports: list[Path] = typer.Option([], "--reports", help="Report CSV/JSONL (repeatable) for refine_report."),
     cancer_types: str = typer.Option("", "--cancer-types", help="Comma-separated TCGA codes for pbk, e.g. BLCA,LUAD."),
     backend: str = typer.Option("rules", "--backend", help="rules | transformers | vllm | openai"),
-    model: Optional[str] = typer.Option(None, "--model", help="Local checkpoint path (transformers, vllm) or served model name (openai)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Local checkpoint path or packaged model name (transformers, vllm; see `models`), or served model name (openai)."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Model revision recorded in the provenance."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key (openai backend)."),
@@ -49,8 +50,10 @@ def build(
     max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="vllm: context length."),
     device: Optional[str] = typer.Option(None, "--device", help="transformers: cpu | cuda | auto."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="transformers/vllm: float32 | bfloat16 | float16 | auto."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="transformers on CPU: torch threads (default: free cores)."),
+    token_budget: Optional[int] = typer.Option(None, "--token-budget", help="transformers: most padded prompt tokens per batch."),
     sampling: list[str] = typer.Option([], "--sampling", help="Override a sampling parameter, KEY=VALUE (repeatable)."),
-    prompt_version: Optional[int] = typer.Option(None, "--prompt-version", help="Prompt version (default: highest)."),
+    prompt_version: Optional[int] = typer.Option(None, "--prompt-version", help="Prompt version (default: 1 for rules, the highest (2) for LLM backends)."),
     prompts_dir: Optional[Path] = typer.Option(None, "--prompts-dir", help="Folder of prompts/<task>/v<N>.jinja."),
     id_column: str = typer.Option(DEFAULT_ID_COLUMN, "--id-column", help="Column with the patient id (first 12 chars used for the default)."),
     text_column: str = typer.Option(DEFAULT_TEXT_COLUMN, "--text-column", help="Column with the report text."),
@@ -59,6 +62,7 @@ def build(
     max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="Generation attempts per record (repair loop)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N inputs (try a prompt)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Render the prompts, print the first, call no model."),
+    sectioning: str = typer.Option("auto", "--sectioning", help="refine_report: auto (LLM backends: sections-v1; rules: none) | sections-v1 | none."),
     cache_dir: Optional[Path] = CacheDirOpt,
 ) -> None:
     """Run a knowledge task into a cached source (resumable; a rebuild generates nothing)."""
@@ -73,16 +77,19 @@ def build(
             inputs = cancer_type_inputs([c for c in cancer_types.split(",") if c.strip()])
         else:
             fail(f"unknown task {task!r}; tasks: refine_report, pbk")
-        prompt = load_prompt(task, prompt_version, prompts_dir)
+        version = prompt_version if prompt_version is not None else default_version(task, backend, prompts_dir)
+        prompt = load_prompt(task, version, prompts_dir)
         overrides = _parse_sampling(sampling)
         if dry_run:
+            if task == "refine_report":
+                inputs = apply_sectioning(inputs, resolve_version(sectioning, backend))
             _print_dry_run(prompt, inputs, overrides, limit)
             return
         options = dict(
             model=model, revision=revision, base_url=base_url, api_key_env=api_key_env,
             concurrency=concurrency, timeout=timeout, json_mode=json_mode or None,
             tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
-            device=device, dtype=dtype,
+            device=device, dtype=dtype, threads=threads, token_budget=token_budget,
         )
         cdir = cache_dir_or_default(cache_dir)
         with Progress(
@@ -93,7 +100,7 @@ def build(
             summary = api.run_task(
                 task, inputs, source, backend, cdir, backend_options=options,
                 prompt_version=prompt_version, prompts_dir=prompts_dir, sampling_overrides=overrides,
-                batch_size=batch_size, max_attempts=max_attempts, limit=limit,
+                batch_size=batch_size, max_attempts=max_attempts, limit=limit, sectioning=sectioning,
                 progress=lambda n: prog.advance(tid, n),
                 on_total=lambda n: prog.update(tid, total=n),
             )

@@ -101,6 +101,9 @@ def _print_audit(rep: AuditReport) -> None:
         t.add_row("faithful records", pct(f.faithfulness))
         t.add_row("claims supported", f"{pct(f.claim_support)} of {f.claims}")
         t.add_row("flagged records", str(f.records_with_unsupported))
+        cp = f.copied_from_prompt
+        if cp is not None and cp.rate is not None:
+            t.add_row("records copying a prompt example", f"{cp.records} ({pct(cp.rate)})")
     if rep.coverage:
         worst = sorted(rep.coverage.items(), key=lambda kv: -kv[1])[:4]
         t.add_row("most 'not reported'", ", ".join(f"{k} {pct(x)}" for k, x in worst))

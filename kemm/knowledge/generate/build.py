@@ -100,13 +100,17 @@ def build(
             summary.skipped += 1
             if progress:
                 progress(1)
-        gen = [(i, k) for i, k in todo if not i.skip_reason]
+        # Longest reports first: similar lengths share a batch (less padding), memory peaks early.
+        gen = sorted([(i, k) for i, k in todo if not i.skip_reason], key=lambda ik: -len(ik[0].key_text))
         for start in range(0, len(gen), batch_size):
             chunk = gen[start : start + batch_size]
             _generate_chunk(chunk, prompt, backend, sampling, max_attempts, w, summary)
             if progress:
                 progress(len(chunk))
-    cache.update_counts({"last_build": {"at": now_iso(), **{k: v for k, v in summary.as_dict().items() if k != "failures"}}})
+    last = {"at": now_iso(), **{k: v for k, v in summary.as_dict().items() if k != "failures"}}
+    if hasattr(backend, "throughput_stats") and summary.generated:  # local backends: tokens/s
+        last["throughput"] = backend.throughput_stats()
+    cache.update_counts({"last_build": last})
     summary.elapsed_s = time.perf_counter() - t0
     return summary
 

@@ -15,6 +15,12 @@ A template file starts with YAML front matter between ``---`` lines::
 The body defines two blocks, ``system`` and ``user``; they are rendered in a
 sandboxed Jinja environment with ``StrictUndefined`` and returned as chat
 messages.  A prompt's identity is the sha256 of its file bytes.
+
+Default version (:func:`default_version`): the highest for the LLM backends, but v1 for
+the ``rules`` backend.  The rules extractor ignores the prompt text, yet the prompt's
+version and sha are part of every source's identity: moving rules-built sources to a
+newer prompt would refuse every existing rules source (demo, benchmark) for no change
+in what they hold.
 """
 from __future__ import annotations
 
@@ -130,6 +136,20 @@ def parse_prompt_file(path: Path) -> Prompt:
         sha256=hashlib.sha256(raw).hexdigest(),
         meta=meta,
     )
+
+
+RULES_PROMPT_VERSION = 1  # the version every rules-built source has in its identity
+PROMPT_FREE_BACKENDS = ("rules",)  # backends that do not read the prompt text
+
+
+def default_version(task: str, backend: str, prompts_dir: Path | None = None) -> int | None:
+    """The prompt version a build uses when none is given: ``RULES_PROMPT_VERSION`` for the
+    rules backend when the task has that file, else None (= the highest, see ``load_prompt``)."""
+    if backend in PROMPT_FREE_BACKENDS:
+        root = Path(prompts_dir) if prompts_dir else default_prompts_dir()
+        if (root / task / f"v{RULES_PROMPT_VERSION}.jinja").is_file():
+            return RULES_PROMPT_VERSION
+    return None
 
 
 def load_prompt(task: str, version: int | None = None, prompts_dir: Path | None = None) -> Prompt:

@@ -10,7 +10,9 @@ Checks, in the order a careful reader makes them:
   text is not stored in the record: it is re-read from the report file the
   record names (``input_meta.file``) or from ``--reports`` and must hash to the
   record's ``input_sha``; a record whose source cannot be found or changed is
-  *unverifiable*, counted apart, never silently passed;
+  *unverifiable*, counted apart, never silently passed; unsupported claims whose
+  value the prompt itself shows as an example are counted as *copied from the
+  prompt* (:mod:`kemm.knowledge.review.prompt_copies`);
 - **coverage** — share of ``"not reported"`` per field;
 - **duplicates** — statements repeated within a record, and boilerplate
   statements repeated across records.
@@ -33,8 +35,17 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kemm.knowledge.generate.schemas import get_schema
-from kemm.knowledge.records import AuditDuplicates, AuditFaithfulness, AuditValidity, CacheRecord, KindCount, Stats
+from kemm.knowledge.records import (
+    AuditDuplicates,
+    AuditFaithfulness,
+    AuditValidity,
+    CacheRecord,
+    CopiedFromPrompt,
+    KindCount,
+    Stats,
+)
 from kemm.knowledge.review.claims import Claim, SourceFacts, check_output
+from kemm.knowledge.review.prompt_copies import copied_claims, manifest_examples
 from kemm.knowledge.review.source_texts import AuditError, SourceTexts
 from kemm.knowledge.rules.staging import NOT_REPORTED, REFINED_FIELDS
 from kemm.knowledge.store.cache import SourceCache
@@ -149,6 +160,7 @@ def audit_source(
         texts = SourceTexts(reports, id_column, text_column, base_dirs=[Path(cache_dir).resolve().parent, Path.cwd()])
         audits = [_record_audit(r, parsed, within, texts) for r in recs]
         faith = _faithfulness(audits, parsed)
+        faith.copied_from_prompt = _copied_from_prompt(audits, parsed, manifest_examples(man))
     else:
         audits = [RecordAudit(case_id=r.case_id, status=r.status, output=r.output) for r in recs]
     metrics = _metrics(recs, validity, faith, parsed)
@@ -263,6 +275,26 @@ def _faithfulness(audits: list[RecordAudit], parsed: dict[str, Any]) -> AuditFai
         empty_source_records=sorted(a.case_id for a in checked if sum(ch.isalnum() for ch in a.source_text or "") < 50),
         by_kind={k: KindCount(claims=kinds_total[k], unsupported=kinds_bad[k]) for k in sorted(kinds_total)},
         top_unsupported=bad_values.most_common(12),
+    )
+
+
+def _copied_from_prompt(audits: list[RecordAudit], parsed: dict[str, Any],
+                        examples: set[str] | None) -> CopiedFromPrompt:
+    """Checked records with an unsupported claim whose value the prompt shows as an example
+    (``examples`` None: the prompt the source was built with could not be loaded)."""
+    checked = [a for a in audits if a.case_id in parsed and a.unverifiable is None]
+    copied: dict[str, list[str]] = {}
+    for a in checked:
+        hits = copied_claims(a.claims, examples) if examples else []
+        if hits:
+            copied[a.case_id] = [f"{c.where}: {c.value}" for c in hits]
+    return CopiedFromPrompt(
+        prompt_examples=sorted(examples) if examples is not None else None,
+        records=len(copied),
+        rate=round(len(copied) / len(checked), 4) if checked and examples is not None else None,
+        claims=sum(len(v) for v in copied.values()),
+        top=Counter(x.split(": ", 1)[1] for v in copied.values() for x in v).most_common(8),
+        cases=dict(sorted(copied.items())[:50]),
     )
 
 

@@ -181,6 +181,10 @@ def _faithfulness_section(f: AuditFaithfulness) -> list[str]:
     if f.top_unsupported:
         parts.append("<table><tr><th>most frequent unsupported values</th><th>records</th></tr>"
                      + "".join(f"<tr><td>{esc(k)}</td><td class=num>{n}</td></tr>" for k, n in f.top_unsupported) + "</table>")
+    cp = f.copied_from_prompt
+    if cp is not None and cp.records:
+        parts.append(f"<p><b>{cp.records} record(s) state a value the prompt shows as an example but the report "
+                     f"does not</b> (copied from the prompt): {esc('; '.join(f'{k} ×{n}' for k, n in cp.top))}</p>")
     if f.empty_source_records:
         parts.append(f"<p><b>{len(f.empty_source_records)} record(s) were produced from an empty or near-empty "
                      f"source report</b> (every claim in them is unsupported): "

@@ -106,7 +106,7 @@ def test_extract_json_is_lenient():
 
 
 def test_changed_prompt_or_model_is_refused(tmp_path):
-    p = load_prompt("refine_report")
+    p = load_prompt("refine_report", 1)
     cache = SourceCache(tmp_path / "kc", "s1")
     build(p, _inputs(tmp_path, 2), ScriptedBackend(), cache)
     with pytest.raises(CacheError, match="(?s)model_id.*new --source"):

@@ -1,7 +1,7 @@
-"""Helpers the local-model and server backends share: checkpoint folders, option and
-sampling checks, library versions.
+"""Helpers the local-model and server backends share: checkpoint folders (a path or a
+packaged model's name), option and sampling checks, library versions.
 
-Imports: the standard library and ``backends.base`` only.
+Imports: the standard library, ``backends.base`` and ``generate.catalog`` (packaged models).
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from kemm.knowledge.generate import catalog
 from kemm.knowledge.generate.backends.base import BackendError
 
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "seed", "repetition_penalty")
@@ -28,10 +29,13 @@ def checkpoint_dir(model: str | None, backend: str) -> Path:
     if not model:
         raise BackendError(f"the {backend} backend needs --model PATH, a local checkpoint directory")
     p = Path(model).expanduser()
+    if not p.is_dir() and catalog.is_packaged(model):
+        p = catalog.prepare(model)  # a named packaged model: converted once into the user cache
     if not p.is_dir():
         raise BackendError(
             f"--model {model!r} is not a directory; the {backend} backend loads a local checkpoint "
-            "(a folder with config.json and weights), e.g. from `huggingface-cli download ... --local-dir`"
+            "(a folder with config.json and weights), e.g. from `huggingface-cli download ... --local-dir`, "
+            f"or a packaged model ({', '.join(sorted(catalog.CATALOG))}; see `kemm-knowledge models`)"
         )
     if not (p / "config.json").is_file():
         raise BackendError(f"--model {model!r}: no config.json in that folder; is it a checkpoint directory?")
@@ -44,6 +48,9 @@ def checkpoint_revision(path: Path) -> str:
     tokenizer files and of the weight files' names and sizes (cheap for 70B)."""
     if path.parent.name == "snapshots" and len(path.name) == 40:
         return path.name
+    packaged = catalog.provenance(path)
+    if packaged is not None:  # the GGUF's sha256 is the weights' identity
+        return "gguf-sha256:" + str(packaged["gguf_sha256"])[:16]
     h = hashlib.sha256()
     for name in _FINGERPRINT_FILES:
         f = path / name

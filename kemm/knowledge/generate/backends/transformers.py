@@ -20,9 +20,19 @@ from typing import Any
 from jinja2 import TemplateError
 from pydantic import BaseModel
 
+from kemm.knowledge.generate import catalog
 from kemm.knowledge.generate.backends.base import BackendError, GenerationRequest, GenerationResult, register
 from kemm.knowledge.generate.backends.grammar import compile_xgrammar
 from kemm.knowledge.generate.backends.options import check_options, check_sampling, checkpoint_dir, checkpoint_revision, lib_version
+from kemm.knowledge.generate.batching import (
+    DEFAULT_CPU_TOKEN_BUDGET,
+    DEFAULT_GPU_TOKEN_BUDGET,
+    FirstStepClock,
+    Throughput,
+    cpu_threads,
+    token_budget_batches,
+)
+
 
 class TransformersBackend:
     name = "transformers"
@@ -33,6 +43,9 @@ class TransformersBackend:
         revision: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
+        threads: int | None = None,
+        token_budget: int | None = None,
+        max_batch_rows: int | None = None,
     ) -> None:
         import torch  # lazy: heavy; only when a local model runs
         from transformers import AutoModelForCausalLM, AutoTokenizer  # lazy: heavy
@@ -40,6 +53,13 @@ class TransformersBackend:
         self.path = checkpoint_dir(model, self.name)
         self.revision = revision or checkpoint_revision(self.path)
         self.device = _resolve_device(device, torch)
+        self.threads = _set_threads(threads, self.device, torch)
+        gpu = self.device.startswith("cuda")
+        self.token_budget = int(token_budget or (DEFAULT_GPU_TOKEN_BUDGET if gpu else DEFAULT_CPU_TOKEN_BUDGET))
+        if self.token_budget < 1:
+            raise BackendError(f"--token-budget {token_budget}: expected a positive number of tokens")
+        self.max_batch_rows = max_batch_rows
+        self.throughput = Throughput()
         torch_dtype = _resolve_dtype(dtype, self.device, torch)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True, padding_side="left")
@@ -65,43 +85,61 @@ class TransformersBackend:
     def generate(
         self, requests: list[GenerationRequest], schema: type[BaseModel], sampling: dict[str, Any]
     ) -> list[GenerationResult]:
-        import torch  # lazy: heavy; only when a local model runs
-        from transformers import GenerationConfig, LogitsProcessorList  # lazy: heavy
-        from xgrammar.contrib.hf import LogitsProcessor  # lazy: heavy (torch)
-
         if not requests:
             return []
         check_sampling(self.name, sampling)
         gen_kwargs = generation_kwargs(sampling, self.eos_ids, self.tokenizer.pad_token_id)
-        texts = [self._chat_text(r.messages) for r in requests]
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        ids = [
+            self.tokenizer(self._chat_text(r.messages), add_special_tokens=False)["input_ids"] for r in requests
+        ]
         grammar = self._grammar(schema)
+        results: list[GenerationResult] = [None] * len(requests)  # type: ignore[list-item]
+        # Length-sorted token-budget batches: short prompts are not padded to the longest one.
+        for idx in token_budget_batches([len(x) for x in ids], self.token_budget, self.max_batch_rows):
+            for i, res in zip(idx, self._generate_batch([ids[i] for i in idx], grammar, gen_kwargs, sampling)):
+                results[i] = res
+        return results
+
+    def _generate_batch(
+        self, ids: list[list[int]], grammar: Any, gen_kwargs: dict[str, Any], sampling: dict[str, Any]
+    ) -> list[GenerationResult]:
+        """One left-padded ``model.generate`` over token id lists ``[B][L_i]``."""
+        import torch  # lazy: heavy; only when a local model runs
+        from transformers import GenerationConfig, LogitsProcessorList  # lazy: heavy
+        from xgrammar.contrib.hf import LogitsProcessor  # lazy: heavy (torch)
+
+        enc = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(self.device)
         if sampling.get("seed") is not None:
             torch.manual_seed(int(sampling["seed"]))
-        t0 = time.perf_counter()
+        clock = FirstStepClock()
         with torch.inference_mode():
             out = self.model.generate(
                 **enc,
                 generation_config=GenerationConfig(**gen_kwargs),
                 # One processor per call: it holds per-row grammar matchers.
-                logits_processor=LogitsProcessorList([LogitsProcessor(grammar)]),
+                logits_processor=LogitsProcessorList([clock, LogitsProcessor(grammar)]),
             )
-        per_item = (time.perf_counter() - t0) / len(requests)
+        elapsed = time.perf_counter() - clock.start
+        per_item = elapsed / len(ids)
         new = out[:, enc["input_ids"].shape[1] :].tolist()
         results = []
-        meta = {"generation_config": gen_kwargs}
-        for row in new:
+        meta = {"generation_config": gen_kwargs, "batch_rows": len(ids)}
+        n_out = 0
+        for row, prompt_ids in zip(new, ids):
             stop = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
             toks = row if stop is None else row[:stop]
             toks = [t for t in toks if t != self.tokenizer.pad_token_id]
+            n_out += len(toks)
             results.append(
                 GenerationResult(
                     text=self.tokenizer.decode(toks, skip_special_tokens=True),
                     finish_reason="stop" if stop is not None else "length",
                     latency_s=per_item,
-                    meta={**meta, "completion_tokens": len(toks)},
+                    meta={**meta, "prompt_tokens": len(prompt_ids), "completion_tokens": len(toks)},
                 )
             )
+        padded = len(ids) * enc["input_ids"].shape[1]
+        self.throughput.add(sum(len(x) for x in ids), padded, n_out, clock.prefill_s(), elapsed, len(ids))
         return results
 
     def describe(self) -> dict[str, Any]:
@@ -109,7 +147,10 @@ class TransformersBackend:
             "model_id": self.path.name,
             "model_revision": self.revision,
             "model_path": str(self.path),
+            "packaged_model": catalog.provenance(self.path),
             "device": str(self.device),
+            "threads": self.threads,
+            "token_budget": self.token_budget,
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "constrained_decoding": "xgrammar (transformers logits processor, any_whitespace=False)",
             "sampling_rule": "kemm sampling defines generation; unset knobs neutral (top_k=0, repetition_penalty=1, "
@@ -118,6 +159,10 @@ class TransformersBackend:
             "checkpoint_generation_config": _jsonable(self.model.generation_config.to_diff_dict()),
             "libraries": {d: lib_version(d) for d in ("transformers", "torch", "xgrammar", "tokenizers")},
         }
+
+    def throughput_stats(self) -> dict[str, Any]:
+        """Prompt/output tokens and tokens/s of this backend's generate calls so far (for the manifest)."""
+        return {"threads": self.threads, "token_budget": self.token_budget, **self.throughput.as_dict()}
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
@@ -189,6 +234,18 @@ def _resolve_device(device: str | None, torch: Any) -> str:
     return device
 
 
+def _set_threads(threads: int | None, device: str, torch: Any) -> int | None:
+    """torch intra-op threads for a CPU run (see ``batching.cpu_threads``); None on a GPU."""
+    if device.startswith("cuda"):
+        return None
+    try:
+        n = cpu_threads(threads)
+    except ValueError as e:
+        raise BackendError(f"--threads: {e}") from e
+    torch.set_num_threads(n)
+    return n
+
+
 def _resolve_dtype(dtype: str | None, device: str, torch: Any) -> Any:
     if dtype == "auto":
         return "auto"  # the checkpoint's own dtype
@@ -228,5 +285,7 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 
 @register("transformers")
 def create(**options: Any) -> TransformersBackend:
-    check_options("transformers", options, ("model", "revision", "device", "dtype"))
+    check_options(
+        "transformers", options, ("model", "revision", "device", "dtype", "threads", "token_budget"), ("max_batch_rows",)
+    )
     return TransformersBackend(**options)

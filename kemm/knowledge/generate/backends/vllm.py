@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from kemm.knowledge.generate import catalog
 from kemm.knowledge.generate.backends.base import BackendError, GenerationRequest, GenerationResult, register
 from kemm.knowledge.generate.backends.grammar import decoder_schema
 from kemm.knowledge.generate.backends.options import (
@@ -147,6 +148,7 @@ class VLLMBackend:
             "model_id": self.path.name,
             "model_revision": self.revision,
             "model_path": str(self.path),
+            "packaged_model": catalog.provenance(self.path),
             "device": _device(),
             "dtype": str(getattr(mc, "dtype", self.engine_kwargs["dtype"])).replace("torch.", ""),
             "tensor_parallel_size": self.engine_kwargs["tensor_parallel_size"],
