@@ -270,3 +270,40 @@ def test_benchmark_with_overrides_writes_outside_the_committed_results_and_names
     md = render_md(pd.DataFrame(columns=["cohort"]), {}, {}, {}, {"protocol": "20 epochs"}, ["blca"],
                    pd.DataFrame(), [], settings)
     assert settings["command"] in md and "`train.epochs=2`" in md and "epochs 2" in md and "Cohorts: blca" in md
+
+
+# -- item 7: model names and hyperparameter types checked before any work --------------------------
+def _models_cfg(syn, out, models):
+    from kemm.model.run.config import parse_config
+
+    return parse_config({
+        "name": "t", "output_dir": str(out),
+        "data": {"cohort": str(syn.cohort_csv), "n_folds": 3, "clinical": ["age"],
+                 "genomics": {"groups": "signatures", "signatures": str(syn.signatures_csv)}},
+        "models": models, "train": {"epochs": 1, "progress": False},
+    })
+
+
+def test_unknown_model_name_is_refused_before_any_work_with_the_full_list(syn_small, tmp_path):
+    from kemm.model.errors import ConfigError
+    from kemm.model.run.train import run_experiment
+
+    cfg = _models_cfg(syn_small, tmp_path / "run", [{"name": "coxph"}, {"name": "snnn", "hparams": {"dim": 8}}])
+    with pytest.raises(ConfigError, match=r"'snnn'.*coxph, coxph_text_genomics") as e:
+        run_experiment(cfg)
+    assert "\n" not in str(e.value) and "kemm" in str(e.value)
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize("hp", [{"dim": "big"}, {"dropout": "high"}, {"penalizer": "strong"}])
+def test_a_hyperparameter_of_the_wrong_type_is_one_line(syn_small, tmp_path, hp):
+    from kemm.model.errors import ConfigError
+    from kemm.model.run.train import run_experiment
+
+    name = "coxph" if "penalizer" in hp else "snn"
+    cfg = _models_cfg(syn_small, tmp_path / "run", [{"name": name, "hparams": hp}])
+    key, value = next(iter(hp.items()))
+    with pytest.raises(ConfigError, match=rf"{name}.*{key}.*{value!r}") as e:
+        run_experiment(cfg)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists()
