@@ -307,3 +307,43 @@ def test_a_hyperparameter_of_the_wrong_type_is_one_line(syn_small, tmp_path, hp)
         run_experiment(cfg)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "run").exists()
+
+
+# -- item 8: hostile report files ---------------------------------------------------------------
+_TEXT = "Urinary bladder transurethral resection: invasive high grade urothelial carcinoma with muscle invasion."
+
+
+def test_report_csv_with_a_bom_in_the_first_header_is_recognised(tmp_path):
+    from kemm.knowledge.store.inputs import read_reports
+
+    p = tmp_path / "BLADDER.csv"
+    p.write_bytes(b"\xef\xbb\xbfpdf_file_name_path,ocr_text\nTCGA-AA-0001.x.PDF," + _TEXT.encode() + b"\n")
+    (inp,) = read_reports(p)
+    assert inp.case_id == "TCGA-AA-0001" and inp.skip_reason is None
+
+
+def test_one_undecodable_byte_skips_that_row_only_naming_file_line_and_offset(tmp_path):
+    from kemm.knowledge.store.inputs import read_reports
+
+    p = tmp_path / "BLADDER.csv"
+    head = b"pdf_file_name_path,ocr_text\n"
+    rows = [b"TCGA-AA-0001.x.PDF,\"" + _TEXT.encode() + b"\nsecond line\"\n",
+            b"TCGA-AA-0002.x.PDF," + _TEXT.encode() + b" caf\xe9\n",  # latin-1 e-acute on line 4
+            b"TCGA-AA-0003.x.PDF," + _TEXT.encode() + b"\n"]
+    p.write_bytes(head + b"".join(rows))
+    got = {i.case_id: i for i in read_reports(p)}
+    assert set(got) == {"TCGA-AA-0001", "TCGA-AA-0002", "TCGA-AA-0003"}
+    assert got["TCGA-AA-0001"].skip_reason is None and "second line" in got["TCGA-AA-0001"].key_text
+    assert got["TCGA-AA-0003"].skip_reason is None
+    offset = len(head) + len(rows[0]) + rows[1].index(b"\xe9")
+    reason = got["TCGA-AA-0002"].skip_reason
+    assert reason and str(p) in reason and "line 4" in reason and f"byte offset {offset}" in reason
+
+
+def test_a_semicolon_separated_report_file_is_sniffed(tmp_path):
+    from kemm.knowledge.store.inputs import read_reports
+
+    p = tmp_path / "BLADDER.csv"
+    p.write_text("pdf_file_name_path;ocr_text\nTCGA-AA-0001.x.PDF;" + _TEXT.replace(",", "") + "\n", encoding="utf-8")
+    (inp,) = read_reports(p)
+    assert inp.case_id == "TCGA-AA-0001" and inp.key_text.startswith("Urinary bladder")
