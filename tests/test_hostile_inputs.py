@@ -270,3 +270,80 @@ def test_benchmark_with_overrides_writes_outside_the_committed_results_and_names
     md = render_md(pd.DataFrame(columns=["cohort"]), {}, {}, {}, {"protocol": "20 epochs"}, ["blca"],
                    pd.DataFrame(), [], settings)
     assert settings["command"] in md and "`train.epochs=2`" in md and "epochs 2" in md and "Cohorts: blca" in md
+
+
+# -- item 7: model names and hyperparameter types checked before any work --------------------------
+def _models_cfg(syn, out, models):
+    from kemm.model.run.config import parse_config
+
+    return parse_config({
+        "name": "t", "output_dir": str(out),
+        "data": {"cohort": str(syn.cohort_csv), "n_folds": 3, "clinical": ["age"],
+                 "genomics": {"groups": "signatures", "signatures": str(syn.signatures_csv)}},
+        "models": models, "train": {"epochs": 1, "progress": False},
+    })
+
+
+def test_unknown_model_name_is_refused_before_any_work_with_the_full_list(syn_small, tmp_path):
+    from kemm.model.errors import ConfigError
+    from kemm.model.run.train import run_experiment
+
+    cfg = _models_cfg(syn_small, tmp_path / "run", [{"name": "coxph"}, {"name": "snnn", "hparams": {"dim": 8}}])
+    with pytest.raises(ConfigError, match=r"'snnn'.*coxph, coxph_text_genomics") as e:
+        run_experiment(cfg)
+    assert "\n" not in str(e.value) and "kemm" in str(e.value)
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize("hp", [{"dim": "big"}, {"dropout": "high"}, {"penalizer": "strong"}])
+def test_a_hyperparameter_of_the_wrong_type_is_one_line(syn_small, tmp_path, hp):
+    from kemm.model.errors import ConfigError
+    from kemm.model.run.train import run_experiment
+
+    name = "coxph" if "penalizer" in hp else "snn"
+    cfg = _models_cfg(syn_small, tmp_path / "run", [{"name": name, "hparams": hp}])
+    key, value = next(iter(hp.items()))
+    with pytest.raises(ConfigError, match=rf"{name}.*{key}.*{value!r}") as e:
+        run_experiment(cfg)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+# -- item 8: hostile report files ---------------------------------------------------------------
+_TEXT = "Urinary bladder transurethral resection: invasive high grade urothelial carcinoma with muscle invasion."
+
+
+def test_report_csv_with_a_bom_in_the_first_header_is_recognised(tmp_path):
+    from kemm.knowledge.store.inputs import read_reports
+
+    p = tmp_path / "BLADDER.csv"
+    p.write_bytes(b"\xef\xbb\xbfpdf_file_name_path,ocr_text\nTCGA-AA-0001.x.PDF," + _TEXT.encode() + b"\n")
+    (inp,) = read_reports(p)
+    assert inp.case_id == "TCGA-AA-0001" and inp.skip_reason is None
+
+
+def test_one_undecodable_byte_skips_that_row_only_naming_file_line_and_offset(tmp_path):
+    from kemm.knowledge.store.inputs import read_reports
+
+    p = tmp_path / "BLADDER.csv"
+    head = b"pdf_file_name_path,ocr_text\n"
+    rows = [b"TCGA-AA-0001.x.PDF,\"" + _TEXT.encode() + b"\nsecond line\"\n",
+            b"TCGA-AA-0002.x.PDF," + _TEXT.encode() + b" caf\xe9\n",  # latin-1 e-acute on line 4
+            b"TCGA-AA-0003.x.PDF," + _TEXT.encode() + b"\n"]
+    p.write_bytes(head + b"".join(rows))
+    got = {i.case_id: i for i in read_reports(p)}
+    assert set(got) == {"TCGA-AA-0001", "TCGA-AA-0002", "TCGA-AA-0003"}
+    assert got["TCGA-AA-0001"].skip_reason is None and "second line" in got["TCGA-AA-0001"].key_text
+    assert got["TCGA-AA-0003"].skip_reason is None
+    offset = len(head) + len(rows[0]) + rows[1].index(b"\xe9")
+    reason = got["TCGA-AA-0002"].skip_reason
+    assert reason and str(p) in reason and "line 4" in reason and f"byte offset {offset}" in reason
+
+
+def test_a_semicolon_separated_report_file_is_sniffed(tmp_path):
+    from kemm.knowledge.store.inputs import read_reports
+
+    p = tmp_path / "BLADDER.csv"
+    p.write_text("pdf_file_name_path;ocr_text\nTCGA-AA-0001.x.PDF;" + _TEXT.replace(",", "") + "\n", encoding="utf-8")
+    (inp,) = read_reports(p)
+    assert inp.case_id == "TCGA-AA-0001" and inp.key_text.startswith("Urinary bladder")

@@ -24,6 +24,7 @@ from kemm.benchmark.results import paired_tests, published_folds, write_results
 from kemm.benchmark.selection import choose, render_selection, run_selection, selection_groups
 from kemm.benchmark.sources import build_sources
 from kemm.benchmark.specs import BenchmarkError, experiment_configs, load_cohort_specs
+from kemm.model.run.registry import check_models
 from kemm.model.run.train import run_experiment
 
 __all__ = ["BenchmarkError", "load_cohort_specs", "paired_tests", "published_folds", "run_benchmark"]
@@ -76,9 +77,14 @@ def run_benchmark(
         return out_dir
     run_dirs: dict[str, dict[str, Path]] = {}
     settings: dict = {"command": command, "cohorts": [s.cohort for s in specs], "overrides": list(overrides or [])}
+    plans = {spec.cohort: experiment_configs(spec, bench_base, data_root, cache_dir, out_dir, overrides or [])
+             for spec in specs}
+    for cfgs in plans.values():  # every model name and hyperparameter, before anything trains
+        for _, cfg in cfgs:
+            check_models(cfg)
     for spec in specs:
         run_dirs[spec.cohort] = {}
-        for profile, cfg in experiment_configs(spec, bench_base, data_root, cache_dir, out_dir, overrides or []):
+        for profile, cfg in plans[spec.cohort]:
             if "runs" in stages and (profiles is None or profile in profiles):
                 log.info("cohort %s: profile %s (%d models)", spec.cohort, profile, len(cfg.models))
                 tc = time.perf_counter()

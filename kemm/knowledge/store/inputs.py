@@ -10,6 +10,7 @@ from __future__ import annotations
 from kemm.knowledge.errors import KnowledgeError
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -89,26 +90,81 @@ def cancer_type_for_file(path: Path) -> str:
     return FILE_CANCER_TYPES.get(stem, "UNKNOWN")
 
 
+UNDECODABLE = "__kemm_undecodable__"  # row key: why the row's bytes were not valid UTF-8 (the case is skipped)
+_BOM = b"\xef\xbb\xbf"
+
+
+_ESCAPED = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte that is not UTF-8
+
+
+def _bad_offsets(text: str) -> list[int]:
+    """Byte offsets (in the encoded text) of every byte that was not valid UTF-8, in one pass."""
+    out, last, offset = [], 0, 0
+    for m in _ESCAPED.finditer(text):
+        offset += len(text[last : m.start()].encode("utf-8", "surrogateescape"))
+        out.append(offset)
+        offset, last = offset + 1, m.end()
+    return out
+
+
+def _sniff_delimiter(header: str) -> str:
+    """The delimiter of a CSV header line: the most frequent of , ; TAB | (a comma by default)."""
+    counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > counts[","] else ","
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a CSV (delimiter sniffed) or JSONL report file; a leading UTF-8 BOM is ignored.
+
+    A row holding bytes that are not UTF-8 is kept with ``UNDECODABLE`` naming the file, line
+    and byte offset (its values with U+FFFD in their place): that case becomes a skipped record,
+    and the other rows are read as usual.
+    """
     if not path.is_file():
         raise InputError(f"{path}: no such report file")
+    data = path.read_bytes()
+    skip = len(_BOM) if data.startswith(_BOM) else 0
+    text = data[skip:].decode("utf-8", errors="surrogateescape")
+    bad = [skip + o for o in _bad_offsets(text)]
+    line_of = {o: data.count(b"\n", 0, o) + 1 for o in bad}
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{path}:{i}: not valid JSON ({e.msg}); expected one JSON object per line") from None
-                if not isinstance(obj, dict):
-                    raise InputError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
-                rows.append(obj)
-        return rows
-    csv.field_size_limit(2**31 - 1)
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
+        rows = _jsonl_rows(path, text)
+    else:
+        csv.field_size_limit(2**31 - 1)
+        lines = io.StringIO(text, newline="")
+        reader = csv.DictReader(lines, delimiter=_sniff_delimiter(text.split("\n", 1)[0]))
+        rows, first = [], 2
+        for row in reader:
+            row["__lines__"] = (first, reader.line_num)
+            first = reader.line_num + 1
+            rows.append(row)
+    for row in rows:
+        lo, hi = row.pop("__lines__")
+        hit = [o for o in bad if lo <= line_of[o] <= hi]
+        if hit:
+            for k, v in list(row.items()):
+                if isinstance(v, str):
+                    row[k] = v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            row[UNDECODABLE] = (f"{path}: line {line_of[hit[0]]}: byte offset {hit[0]} is not valid UTF-8 "
+                                f"({len(hit)} such byte(s) in this row); re-save the file as UTF-8")
+    return rows
+
+
+def _jsonl_rows(path: Path, text: str) -> list[dict[str, Any]]:
+    rows = []
+    for i, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{i}: not valid JSON ({e.msg}); expected one JSON object per line") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
+        obj["__lines__"] = (i, i)
+        rows.append(obj)
+    return rows
 
 
 def read_reports(
@@ -126,7 +182,7 @@ def read_reports(
     for col in (id_column, text_column):
         if col not in rows[0]:
             raise InputError(
-                f"{path}: no column {col!r}; columns are {list(rows[0])}. "
+                f"{path}: no column {col!r}; columns are {[c for c in rows[0] if c != UNDECODABLE]}. "
                 "Name the right ones with --id-column / --text-column."
             )
     ctype = cancer_type or cancer_type_for_file(path)
@@ -145,6 +201,8 @@ def read_reports(
                 f"{path}: row {i}: {id_column!r} = {raw_id!r} does not start with a TCGA patient "
                 "barcode (TCGA-XX-XXXX); fix the row or pass --id-column for another id"
             )
+        if row.get(UNDECODABLE):
+            bad_ids[case_id] = row[UNDECODABLE]
         text = row.get(text_column)
         text = "" if text is None else str(text)
         grouped.setdefault(case_id, []).append(text)

@@ -21,8 +21,9 @@ Output: ``{"logits": [B, n_bins] discrete-time hazard logits, "aux_loss": scalar
 from __future__ import annotations
 
 import inspect
+import typing
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from torch import nn
 
@@ -97,6 +98,19 @@ def model_hparams(name: str) -> list[str]:
     """Hyperparameters model ``name`` actually uses (besides the ModelSpec)."""
     target = _REGISTRY[name].target  # type: ignore[attr-defined]
     return [p for p in inspect.signature(target.__init__).parameters if p not in _SPEC_ARGS]
+
+
+COMMON_HPARAM_TYPES: dict[str, Any] = {"dim": int, "dropout": float, "n_heads": int, "knowledge_dropout": float,
+                                        "align_weight": float, "max_knowledge_tokens": int | None}
+
+
+def hparam_types(name: str) -> dict[str, Any]:
+    """Type of each hyperparameter model ``name`` accepts (its constructor's annotations; common ones typed too)."""
+    target = _REGISTRY[name].target  # type: ignore[attr-defined]
+    hints = typing.get_type_hints(target.__init__)
+    out = dict(COMMON_HPARAM_TYPES)
+    out.update({p: hints[p] for p in model_hparams(name) if p in hints})
+    return out
 
 
 def build_model(name: str, spec: ModelSpec, **hparams) -> nn.Module:

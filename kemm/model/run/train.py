@@ -50,7 +50,7 @@ from kemm.model.run.foldmodel import FoldInputs, FoldModel
 from kemm.model.run.metrics import eval_grid, survival_metrics
 from kemm.model.run.neural import NeuralFoldModel
 from kemm.model.run.progress import FoldProgress
-from kemm.model.run.registry import fold_model_class, new_fold_model
+from kemm.model.run.registry import check_models, fold_model_class, new_fold_model
 from kemm.model.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -307,6 +307,7 @@ def run_experiment(
     on_fold_done: Callable[[str, int, dict], None] | None = None,
 ) -> Path:
     """Run every (fold, model) not yet done, then write the summary artifacts. Returns the run dir."""
+    check_models(cfg)  # a typo in the last model must not surface after the others trained
     set_threads(cfg.train.num_threads)
     exp = prepare(cfg, report=report, pbk=pbk, restart=restart)
     _check_resumable(exp)

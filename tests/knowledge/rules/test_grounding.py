@@ -11,7 +11,7 @@ from kemm.knowledge.rules.grounding import factor_rule, risk_level
 from kemm.knowledge.generate.schemas import NOT_REPORTED, PrognosticFactor, PrognosticKnowledge
 
 NR = NOT_REPORTED
-CURATED = Path(__file__).resolve().parents[3] / "kemm" / "knowledge" / "data" / "pbk_curated.yaml"
+CURATED = Path(__file__).resolve().parents[3] / "kemm" / "knowledge" / "rules" / "pbk_curated.yaml"
 BLANK = {k: NR for k in VALID_REPORT if k not in ("key_statements", "summary")} | {"key_statements": [], "summary": "None."}
 
 
