@@ -113,7 +113,7 @@ def km_figures(runs: list[RunInfo], out_dir: Path, model: str | None) -> dict[st
             raise RunError(f"{r.root}: no predictions of model {m!r} (models: {sorted(r.folds['model'].unique())})")
         preds = pd.concat(frames, ignore_index=True)
         k = knowledge_label(r.cfg, m)
-        fig, _ = km_figure(preds, f"{r.label}: {m}\nknowledge: {k}", legend_suffix=f", {m} @ {k}")
+        fig, _ = km_figure(preds, f"{r.label}: {m}\nknowledge: {k}", legend_title=f"{m} @ {k}")
         path = out_dir / f"km_{r.label}.png"
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=120, format="png")

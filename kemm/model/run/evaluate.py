@@ -100,7 +100,7 @@ def summarize_run(run_dir: Path | str, cfg: ExperimentConfig | None = None, km_m
             if len(sub):
                 k = knowledge_label(cfg, m)
                 km[m] = km_risk_groups(sub, run.km_png(m), title=f"{cfg.name}: {m}\nknowledge: {k}",
-                                       legend_suffix=f", {m} @ {k}" if not k.startswith("none") else f", {m}")
+                                       legend_title=f"{m} @ {k}" if not k.startswith("none") else m)
     summary = {"metrics": metrics, "km": km, "main": cfg.main if cfg.main in metrics else next(iter(metrics), None)}
     run.write_json(run.km_json, km)
     return summary

@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 from kemm._io import atomic_path  # noqa: E402
 
 
-def km_risk_groups(preds: pd.DataFrame, out_path: Path | str, title: str = "", legend_suffix: str = "") -> dict:
+def km_risk_groups(preds: pd.DataFrame, out_path: Path | str, title: str = "", legend_title: str = "") -> dict:
     """Plot KM curves of ``risk_group`` (high/low) from out-of-fold predictions to a PNG.
 
     Args:
@@ -28,7 +28,7 @@ def km_risk_groups(preds: pd.DataFrame, out_path: Path | str, title: str = "", l
     Returns:
         ``{"path", "logrank_p", "n_low", "n_high"}``.
     """
-    fig, info = km_figure(preds, title, legend_suffix)
+    fig, info = km_figure(preds, title, legend_title)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
@@ -36,10 +36,11 @@ def km_risk_groups(preds: pd.DataFrame, out_path: Path | str, title: str = "", l
     return {"path": str(out_path), **info}
 
 
-def km_figure(preds: pd.DataFrame, title: str = "", legend_suffix: str = "") -> tuple[plt.Figure, dict]:
+def km_figure(preds: pd.DataFrame, title: str = "", legend_title: str = "") -> tuple[plt.Figure, dict]:
     """The KM figure of :func:`km_risk_groups` (one curve per non-empty risk group) and
-    ``{"logrank_p", "n_low", "n_high"}``; the caller closes the figure. ``legend_suffix`` follows
-    each curve's label (e.g. the knowledge sources, so two runs' figures cannot be confused)."""
+    ``{"logrank_p", "n_low", "n_high"}``; the caller closes the figure. ``legend_title`` heads the
+    legend (e.g. the model and its knowledge sources, so two runs' figures cannot be confused);
+    curve labels stay short because the at-risk table under the axis repeats them."""
     from lifelines import KaplanMeierFitter  # lazy: lifelines adds ~1 s to import; only plotting needs it
     from lifelines.plotting import add_at_risk_counts  # lazy: as above
     from lifelines.statistics import logrank_test  # lazy: as above
@@ -52,7 +53,7 @@ def km_figure(preds: pd.DataFrame, title: str = "", legend_suffix: str = "") -> 
     for (label, g), color in zip(groups.items(), ("tab:blue", "tab:red")):
         if len(g) == 0:
             continue
-        km = KaplanMeierFitter(label=f"{label} (n={len(g)}){legend_suffix}")
+        km = KaplanMeierFitter(label=f"{label} (n={len(g)})")
         km.fit(g["time"], g["event"])
         km.plot_survival_function(ax=ax, ci_show=True, color=color, show_censors=True, censor_styles={"ms": 4})
         fitters.append(km)
@@ -70,6 +71,8 @@ def km_figure(preds: pd.DataFrame, title: str = "", legend_suffix: str = "") -> 
         f"{title}\nrisk groups split at the training-fold median risk, pooled out-of-fold\nlog-rank p = {ptxt}",
         fontsize=9,
     )
+    if fitters and legend_title:
+        ax.legend(title=legend_title, fontsize=8, title_fontsize=8, loc="lower left")
     if fitters:
         add_at_risk_counts(*fitters, ax=ax, rows_to_show=["At risk"])
     fig.tight_layout()

@@ -84,3 +84,11 @@ def test_summarize_run_writes_every_artifact_and_keeps_earlier_models(tmp_path) 
 def test_load_run_of_a_non_run_dir(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="not a run directory"):
         load_run(tmp_path)
+
+
+def test_km_legend_title_names_the_knowledge() -> None:
+    fig, _ = km_figure(_preds(), "run: kemm", legend_title="kemm @ report blca-rules; pbk pbk-curated")
+    legend = fig.axes[0].get_legend()
+    assert legend.get_title().get_text() == "kemm @ report blca-rules; pbk pbk-curated"
+    assert all("@" not in t.get_text() for t in legend.get_texts())  # curve labels stay short
+    fig.clf()
