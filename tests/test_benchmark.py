@@ -22,14 +22,17 @@ def test_every_cohort_config_parses():
     for s in specs:
         runs = dict(experiment_configs(s, bench, Path("/data"), Path("/kc"), Path("/out"), []))
         assert runs["llm"].knowledge.report == [f"tcga-{s.cohort}-llm"] and runs["llm"].knowledge.pbk == ["tcga-pbk-curated"]
-        assert runs["fields"].knowledge.report == [f"tcga-{s.cohort}-rules-fields"]
-        assert runs["fields"].knowledge.pbk == [f"tcga-{s.cohort}-rules-grounded"]
-        assert runs["none"].knowledge.report is None and runs["fields_mpnet"].knowledge.encoder == "all-mpnet-base-v2"
-        keys = [m.key for m in runs["none"].models]
-        assert keys == ["kemm_noknow", "kemm_noknow-noclin", "snn", "coxph_text_genomics"]
-        assert runs["none"].models[1].clinical == [] and runs["none"].data.model_clinical == ["age", "sex"]
+        design = runs[bench["design"]].knowledge
+        assert design.report == [f"tcga-{s.cohort}-rules-fields", f"tcga-{s.cohort}-rules"]
+        assert design.pbk == [f"tcga-{s.cohort}-rules-grounded"]
+        assert runs["none"].knowledge.report is None
+        assert [m.key for m in runs["none"].models] == ["kemm_noknow", "coxph_text_genomics"]
+        assert [m.key for m in runs[bench["design"]].models][:2] == ["kemm", "text"]
+        assert runs["none"].data.model_clinical == ["age", "sex"] and runs[bench["design"]].models[1].clinical == []
         assert runs["llm"].train.epochs == 20 and runs["llm"].data.splits_dir.startswith("/data/PORPOISE/splits")
         assert runs["none"].data.reports and runs["none"].data.reports[0].startswith("/data/tcga-path-report/")
+    mpnet = profile_knowledge(bench, "fields_mpnet", "blca", Path("/kc"))  # ablation profiles resolve too
+    assert mpnet["encoder"] == "all-mpnet-base-v2" and mpnet["report"] == ["tcga-blca-rules-fields"]
     for g in selection_groups(bench):  # every candidate is a row of the benchmark
         rows = {m.get("label") or m["name"] for _, ms in experiment_plan(bench) for m in ms}
         assert set(g["candidates"]) <= rows
