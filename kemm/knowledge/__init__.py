@@ -15,8 +15,8 @@ store), ``review`` (claims, audit, diff), ``cli`` (``kemm-knowledge``); ``errors
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kemm._lazy import lazy_module
+
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -64,14 +64,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kemm.knowledge' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_module("kemm.knowledge", _EXPORTS, globals())

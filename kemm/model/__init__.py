@@ -15,8 +15,8 @@ through ``kemm.knowledge``'s public API (never its submodules) and never calls a
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kemm._lazy import lazy_module
+
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -50,14 +50,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kemm.model' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_module("kemm.model", _EXPORTS, globals())
