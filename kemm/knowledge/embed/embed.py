@@ -192,7 +192,7 @@ def encode_unique(enc: Encoder, texts: list[str], batch_size: int, progress: Any
     Boilerplate statements ("Behavior: malignant.", "Margins negative.") repeat across
     records; they are encoded once, sorted by length so each batch pads little, and the
     rows scattered back (same rows as encoding every occurrence, up to float rounding:
-    tests/test_bench_equivalence.py). Progress counts distinct texts.
+    tests/model/data/test_bench_equivalence.py). Progress counts distinct texts.
     """
     if not texts:
         return np.zeros((0, enc.dim), dtype=np.float32)
