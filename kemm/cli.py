@@ -17,6 +17,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kemm import __version__
@@ -39,7 +40,7 @@ out = Console() if sys.stdout.isatty() else Console(width=120)
 
 
 def fail(msg: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)  # one line, never wrapped
+    console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)  # one line; msg may hold [brackets]
     raise typer.Exit(code)
 
 

@@ -62,3 +62,14 @@ def test_train_with_unusable_knowledge_source_is_one_line_exit_2(tmp_path, built
     assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit)
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "src" in lines[0], lines
+
+
+def test_error_lines_keep_brackets(capsys):
+    """An error naming an extra (kemm[encoders]) must print it, not eat it as rich markup."""
+    import typer
+
+    from kemm.cli import fail
+
+    with pytest.raises(typer.Exit):
+        fail("pip install 'kemm[encoders]'")
+    assert "kemm[encoders]" in capsys.readouterr().err
