@@ -102,7 +102,7 @@ def profile_knowledge(bench_base: dict, profile: str, cohort: str, cache_dir: Pa
     if profile not in profiles:
         raise BenchmarkError(f"base.yaml: benchmark.experiments names profile {profile!r}; profiles: {sorted(profiles)}")
     p = profiles[profile] or {}
-    unknown = set(p) - {"report", "pbk", "encoder"}
+    unknown = set(p) - {"report", "pbk", "encoder", "kind_values"}
     if unknown:
         raise BenchmarkError(f"base.yaml: benchmark.profiles.{profile}: unknown key(s) {sorted(unknown)}")
     k: dict[str, Any] = {"cache_dir": str(cache_dir)}
@@ -112,6 +112,8 @@ def profile_knowledge(bench_base: dict, profile: str, cohort: str, cache_dir: Pa
             k[key] = [source_name(cohort, r) for r in roles]
     if p.get("encoder"):
         k["encoder"] = p["encoder"]
+    if "kind_values" in p:
+        k["kind_values"] = bool(p["kind_values"])
     return k
 
 

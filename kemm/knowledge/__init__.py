@@ -55,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     "FIELD_KINDS": "kemm.knowledge.rules.field_sentences",
     "FIELD_SENTENCES_VERSION": "kemm.knowledge.rules.field_sentences",
     "field_sentences": "kemm.knowledge.rules.field_sentences",
+    "kind_field": "kemm.knowledge.rules.field_sentences",
     "ground_factors": "kemm.knowledge.rules.grounding",
     "derive_fields": "kemm.knowledge.generate.derive",
     "derive_grounded_pbk": "kemm.knowledge.generate.derive",

@@ -7,7 +7,16 @@ instead of a bare code. The sentences are cancer-agnostic (AJCC categories read 
 way in every organ at this level of detail) and never add a fact the report does not state:
 the implication is the general meaning of the stated category, nothing patient-specific.
 
-Changing any wording means a new ``FIELD_SENTENCES_VERSION``: derived sources record it,
+Each sentence's *kind* names its field and the value's category (``pT:3``, ``stage_group:2``,
+``nodes:4+``, ``margin_status:positive``; ``histologic_type`` has no category): the model half
+gives every kind a learned embedding, so a category reaches the model as its own token
+embedding, as categorical features do in tabular transformers (FT-Transformer's feature
+tokenizer, Gorishniy et al., NeurIPS 2021), beside the sentence's embedding. The linear
+probe of experiments/tcga/SIGNAL.md showed why: the validated fields carry more survival
+signal than the sentence embeddings of the same values (the encoder blurs "pT3" vs "pT2").
+``kind_field`` recovers the field of a kind (fields-v1 kinds were the field names only).
+
+Changing any wording or kind means a new ``FIELD_SENTENCES_VERSION``: derived sources record it,
 and a derived source built with another version is refused (``kemm.knowledge.generate.derive``).
 
 Numbers come from the one parser of the schema's codes (``kemm.knowledge.covariates``);
@@ -23,7 +32,7 @@ from pydantic import BaseModel
 from kemm.knowledge.rules.covariates import encode_report
 from kemm.knowledge.generate.schemas import NOT_REPORTED, RefinedReport
 
-FIELD_SENTENCES_VERSION = "fields-v1"
+FIELD_SENTENCES_VERSION = "fields-v2"  # v2: kinds carry the value category
 
 # Kinds = the schema's field names, in the order the sentences are written (nodes = the
 # positive/examined pair as one finding).
@@ -117,7 +126,41 @@ def field_sentences(report: RefinedReport | BaseModel | dict[str, Any]) -> list[
         "perineural_invasion": lambda: _invasion("perineural_invasion", out["perineural_invasion"]),
     }
     pairs = [(kind, writers[kind]()) for kind in FIELD_KINDS]
-    return [(k, s) for k, s in pairs if s]
+    return [(_with_category(k, out, num), s) for k, s in pairs if s]
+
+
+def kind_field(kind: str) -> str:
+    """The field of a field kind (``"pT:3"`` -> ``"pT"``); any other kind unchanged."""
+    return kind.split(":", 1)[0] if kind.split(":", 1)[0] in FIELD_KINDS else kind
+
+
+def _with_category(kind: str, out: dict[str, Any], num: dict[str, float]) -> str:
+    cat = _category(kind, out, num)
+    return f"{kind}:{cat}" if cat else kind
+
+
+def _category(kind: str, out: dict[str, Any], num: dict[str, float]) -> str | None:
+    """The value category of a written field sentence (a small closed set per field)."""
+    if kind == "grade":
+        return {"low grade": "low", "high grade": "high"}.get(out["grade"], out["grade"])
+    if kind in ("pT", "pN", "pM"):
+        m = re.match(rf"^{kind[1]}(is|a|X|\d)", out[kind])
+        return m.group(1) if m else None
+    if kind == "stage_group":
+        return str(int(num["stage"]))
+    if kind == "tumor_size":
+        cm = num["tumor_size"]
+        return "lt2cm" if cm < 2 else ("2-5cm" if cm <= 5 else "gt5cm")
+    if kind == "nodes":
+        pos = out["nodes_positive"]
+        if not isinstance(pos, int):
+            return "unknown"
+        return "0" if pos == 0 else ("1-3" if pos <= 3 else "4+")
+    if kind == "margin_status":
+        return out["margin_status"]
+    if kind in ("lymphovascular_invasion", "perineural_invasion"):
+        return out[kind]
+    return None
 
 
 def _histology(v: str) -> str | None:

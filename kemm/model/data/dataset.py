@@ -354,9 +354,9 @@ def build_data(
         if bags.dim is None:
             raise DataError(f"{dcfg.features_dir}: no feature file for any patient of {cohort.path}")
     if report is None and kcfg.report_sources:
-        report = load_tables(kcfg.cache_dir, kcfg.report_sources, kcfg.encoder, "statement")
+        report = load_tables(kcfg.cache_dir, kcfg.report_sources, kcfg.encoder, "statement", kcfg.kind_values)
     if pbk is None and kcfg.pbk_sources:
-        pbk = load_tables(kcfg.cache_dir, kcfg.pbk_sources, kcfg.encoder, "pbk")
+        pbk = load_tables(kcfg.cache_dir, kcfg.pbk_sources, kcfg.encoder, "pbk", kcfg.kind_values)
     if pbk is not None and cohort.table["cancer_type"].isna().all():
         raise DataError(
             f"{cohort.path}: PBK needs a cancer type per patient; map data.columns.cancer_type or set data.cancer_type"

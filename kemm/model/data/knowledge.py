@@ -111,9 +111,13 @@ def as_table(obj: Any, name: str = "knowledge") -> TextTable:
 
 
 def load_table(
-    cache_dir: Path | str, source: str, encoder: str | None = None, default_kind: str = "statement"
+    cache_dir: Path | str, source: str, encoder: str | None = None, default_kind: str = "statement",
+    kind_values: bool = True,
 ) -> TextTable:
-    """Read a source's embeddings and statement kinds from the knowledge cache (``kemm-knowledge embed``)."""
+    """Read a source's embeddings and statement kinds from the knowledge cache (``kemm-knowledge embed``).
+
+    ``kind_values=False`` folds field kinds to their field (``pT:3`` -> ``pT``; ``kemm.knowledge.kind_field``).
+    """
     try:
         table = as_table(knowledge.read_embeddings(cache_dir, source, encoder_id=encoder), source)
         kinds = knowledge.read_statement_kinds(cache_dir, source)
@@ -122,14 +126,17 @@ def load_table(
     table.default_kind = default_kind
     # Ordinary sources say "statement" (reports) for every row; PBK rows keep the PBK default.
     table.kinds = {k: v for k, v in kinds.items() if any(x not in ("statement", "pbk") for x in v)}
+    if not kind_values:
+        table.kinds = {k: [knowledge.kind_field(x) for x in v] for k, v in table.kinds.items()}
     return table
 
 
 def load_tables(
-    cache_dir: Path | str, sources: list[str], encoder: str | None = None, default_kind: str = "statement"
+    cache_dir: Path | str, sources: list[str], encoder: str | None = None, default_kind: str = "statement",
+    kind_values: bool = True,
 ) -> TextTable | None:
     """Several sources concatenated per key (None when ``sources`` is empty)."""
-    return merge_tables([load_table(cache_dir, s, encoder, default_kind) for s in sources])
+    return merge_tables([load_table(cache_dir, s, encoder, default_kind, kind_values) for s in sources])
 
 
 def check_same_encoder(report: TextTable | None, pbk: TextTable | None) -> int | None:

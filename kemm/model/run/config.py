@@ -134,6 +134,11 @@ class KnowledgeConfig(_Strict):
         "(`kemm-knowledge derive grounded-pbk`); several are concatenated",
     )
     encoder: str | None = Field(None, description="embedding encoder id; None = the source's only/default encoder")
+    kind_values: bool = Field(
+        True,
+        description="field tokens keep their value category as their kind (pT:3, nodes:4+: one learned embedding "
+        "per category); false = one kind per field (pT), the fields-v1 behaviour, for ablations",
+    )
     cache_dir: str = "knowledge_cache"
 
     @property
@@ -154,10 +159,29 @@ class ModelEntry(_Strict):
         "refined-report fields (stage, grade, ...): an explicit opt-in that mixes knowledge into the clinical path",
     )
     label: str | None = Field(None, description="name in tables/run dirs when one model appears twice")
+    train: dict[str, Any] = Field(
+        default_factory=dict,
+        description="training settings of this model only, over the experiment's `train` (e.g. {lr: 1.0e-3, "
+        "epochs: 40}); a neural model's recipe as part of its row, so recipes can be compared as rows",
+    )
 
     @property
     def key(self) -> str:
         return self.label or self.name
+
+    def train_config(self, base: "TrainConfig") -> "TrainConfig":
+        """``base`` with this model's ``train`` overrides, validated (ConfigError-ready ValueError)."""
+        if not self.train:
+            return base
+        merged = {**base.model_dump(), **self.train}
+        if isinstance(self.train.get("early_stopping"), dict):
+            merged["early_stopping"] = {**base.early_stopping.model_dump(), **self.train["early_stopping"]}
+        try:
+            return TrainConfig.model_validate(merged)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            raise ValueError(f"model {self.key!r}: train.{loc}: {err['msg']} (got {err.get('input')!r})") from None
 
 
 class EarlyStopping(_Strict):
@@ -177,6 +201,10 @@ class TrainConfig(_Strict):
     n_bins: int = Field(4, ge=2)
     num_threads: int | None = Field(None, ge=1, description="torch threads; None = 1 on <= 2 cores, else min(4, cores / 2)")
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    ensemble: int = Field(
+        1, ge=1, le=32,
+        description="networks trained per fold with seeds seed, seed+1000, ...; their hazards are averaged",
+    )
     progress: bool = True
 
 

@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+import kemm.knowledge as knowledge  # noqa: E402
 from kemm._io import atomic_path, atomic_write_json  # noqa: E402
 from kemm.model.data.clinical import read_report_fields  # noqa: E402
 from kemm.model.data.dataset import SurvivalData, build_data, make_collate  # noqa: E402
@@ -238,10 +239,10 @@ def explain_all(ctx: ExplainContext) -> list[CaseExplanation]:
 
 
 def cohort_summary(expls: list[CaseExplanation]) -> pd.DataFrame:
-    """Per (source, kind): ``share`` (mean over patients of the kind's summed weight; 0 where the patient
+    """Per (source, statement type; a field kind's value category is folded: ``pT:3`` -> ``pT``): ``share`` (mean over patients of the kind's summed weight; 0 where the patient
     lacks it; the shares add up to 1 over kinds), ``lift`` (mean of weight x the patient's token count:
     1 = uniform pooling), ``n_patients`` with the kind, ``n_tokens``.  Sorted by share."""
-    rows = [{"case_id": e.case_id, "source": t.source, "kind": t.kind, "weight": t.weight,
+    rows = [{"case_id": e.case_id, "source": t.source, "kind": knowledge.kind_field(t.kind), "weight": t.weight,
              "lift": t.weight * len(e.tokens)} for e in expls for t in e.tokens]
     cols = ["source", "kind", "share", "lift", "n_patients", "n_tokens"]
     if not rows:

@@ -8,7 +8,9 @@ hyperparameters, bin edges, the genomic scaler and groups; it is read back with
 ``weights_only=True``.
 
 Evaluation uses the last epoch by default.  Optional early stopping monitors an inner
-split of the training fold, never the reported fold.
+split of the training fold, never the reported fold.  ``train.ensemble = n`` trains n
+networks per fold (seeds ``seed + 1000 i``, same data) and averages their survival curves
+(a seed ensemble: less variance from initialisation and batch order on a few hundred patients).
 
 Imports: numpy, torch, tqdm, ``kemm.model.data``, ``kemm.model.nn``, ``kemm.model.run``
 (config, foldmodel, metrics, rundir).
@@ -62,6 +64,18 @@ def predict_logits(model: torch.nn.Module, ds: PatientDataset, collate: Collate,
     return torch.cat(out).numpy()
 
 
+def ensemble_logits(logits: list[np.ndarray]) -> np.ndarray:
+    """Logits ``[n, K]`` of the ensemble's mixture: the members' survival curves averaged
+    (``S_k`` = mean over members), read back as per-bin hazards ``1 - S_k / S_{k-1}``.
+    One member: its logits unchanged."""
+    if len(logits) == 1:
+        return logits[0]
+    surv = np.mean([np.cumprod(1.0 - 1.0 / (1.0 + np.exp(-lg.astype(np.float64))), axis=1) for lg in logits], axis=0)
+    prev = np.concatenate([np.ones_like(surv[:, :1]), surv[:, :-1]], axis=1)
+    h = np.clip(1.0 - surv / np.maximum(prev, 1e-12), 1e-7, 1 - 1e-7)
+    return np.log(h / (1 - h)).astype(logits[0].dtype)
+
+
 def _c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
     try:
         return harrell_c(time, event, risk)
@@ -101,7 +115,7 @@ class NeuralFoldModel:
         self.hparams = dict(hparams or {})
         self.train_cfg = train
         self.desc = desc
-        self.net: torch.nn.Module | None = None
+        self.nets: list[torch.nn.Module] = []  # one per ensemble member
         self.spec: ModelSpec | None = None
         self.edges: np.ndarray | None = None
         self.scaler: GenomicScaler | None = None
@@ -128,9 +142,18 @@ class NeuralFoldModel:
         if tc.early_stopping.enabled:
             fit_ids, inner = inner_split(train_ids, t["time"].to_numpy(), t["event"].to_numpy(),
                                          tc.early_stopping.inner_val_fraction, seed)
-        self.net, self.history = self._train(data, tc, fit_ids, inner, seed)
+        self.nets, self.history = [], []
+        for i in range(tc.ensemble):
+            net, hist = self._train(data, tc, fit_ids, inner, seed + 1000 * i)
+            self.nets.append(net)
+            self.history += [{**h, "member": i} for h in hist] if tc.ensemble > 1 else hist
         self._cache.clear()
         return self
+
+    @property
+    def net(self) -> torch.nn.Module | None:
+        """The first (or only) network: what ``explain`` reads."""
+        return self.nets[0] if self.nets else None
 
     def _train(self, data: SurvivalData, tc: TrainConfig, fit_ids: list[str], inner: list[str] | None,
                seed: int) -> tuple[torch.nn.Module, list[dict]]:
@@ -210,7 +233,7 @@ class NeuralFoldModel:
             self._check_spec(data)
             collate = make_collate(self.spec.wsi_dim, self.spec.omic_dims, self.spec.text_dim)
             ds = data.dataset(list(ids), self.edges, self.scaler, self.clinical_scaler)
-            self._cache[key] = predict_logits(self.net, ds, collate)
+            self._cache[key] = ensemble_logits([predict_logits(n, ds, collate) for n in self.nets])
         return self._cache[key]
 
     def _check_spec(self, data: SurvivalData) -> None:
@@ -247,7 +270,8 @@ class NeuralFoldModel:
             "key": self.key,
             "hparams": self.hparams,
             "spec": self.spec.__dict__,
-            "state_dict": self.net.state_dict(),
+            "state_dict": self.nets[0].state_dict(),
+            "ensemble_state_dicts": [n.state_dict() for n in self.nets[1:]],
             "edges": self.edges.tolist(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "groups": {"names": self.groups.names, "columns": self.groups.columns} if self.groups else None,
@@ -260,8 +284,11 @@ class NeuralFoldModel:
         ck = fold.read_torch()
         m = cls(ck["name"], ck.get("key", fold.model), ck["hparams"])
         m.spec = ModelSpec(**ck["spec"])
-        m.net = build_model(ck["name"], m.spec, **ck["hparams"])
-        m.net.load_state_dict(ck["state_dict"])
+        m.nets = []
+        for sd in [ck["state_dict"], *ck.get("ensemble_state_dicts", [])]:
+            net = build_model(ck["name"], m.spec, **ck["hparams"])
+            net.load_state_dict(sd)
+            m.nets.append(net)
         m.edges = np.asarray(ck["edges"], float)
         if ck.get("groups"):
             m.groups = GenomicGroups(ck["groups"]["names"], ck["groups"]["columns"])

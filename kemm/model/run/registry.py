@@ -46,6 +46,12 @@ def check_models(cfg: ExperimentConfig) -> None:
     for m in cfg.models:
         if m.name not in known:
             raise ConfigError(f"models: unknown model {m.name!r}; known models: {', '.join(known)}")
+        try:
+            m.train_config(cfg.train)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if m.train and m.name in LINEAR:
+            raise ConfigError(f"model {m.key!r}: `train` settings apply to neural models only; {m.name} has none")
         types = hparam_types(m.name)
         for k, v in m.hparams.items():
             if k not in types:
@@ -66,4 +72,4 @@ def new_fold_model(entry: ModelEntry, cfg: ExperimentConfig, desc: str = "") -> 
     """An unfitted fold model for a config's model entry."""
     if entry.name in LINEAR:
         return LINEAR[entry.name](entry.key, entry.hparams)
-    return NeuralFoldModel(entry.name, entry.key, entry.hparams, cfg.train, desc, clinical=model_clinical(entry, cfg))
+    return NeuralFoldModel(entry.name, entry.key, entry.hparams, entry.train_config(cfg.train), desc, clinical=model_clinical(entry, cfg))

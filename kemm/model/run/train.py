@@ -66,7 +66,7 @@ def set_threads(n: int | None) -> None:
 
 def model_identity(entry: ModelEntry, cfg: ExperimentConfig) -> str:
     d = {"name": entry.name, "hparams": entry.hparams,
-         "train": cfg.train.model_dump(mode="json", exclude=set(DISPLAY_ONLY))}
+         "train": entry.train_config(cfg.train).model_dump(mode="json", exclude=set(DISPLAY_ONLY))}
     if entry.clinical is not None:  # only when set, so identities of runs made before the key existed stay valid
         d["clinical"] = entry.clinical
     blob = json.dumps(d, sort_keys=True, default=str)
@@ -254,9 +254,10 @@ def run_fold(exp: Experiment, entry: ModelEntry, fold: Fold) -> dict:
     t = exp.data.cohort.table
     tr, va = t.loc[fold.train], t.loc[fold.val]
     files = exp.run.fold(entry.key, fold.k)
-    seed = cfg.train.seed + fold.k
+    tc = entry.train_config(cfg.train)  # the experiment's settings with this model's overrides
+    seed = tc.seed + fold.k
     t0 = _time.perf_counter()
-    edges = np.asarray(make_bins(tr["time"].to_numpy(float), tr["event"].to_numpy(int), n_bins=cfg.train.n_bins), float)
+    edges = np.asarray(make_bins(tr["time"].to_numpy(float), tr["event"].to_numpy(int), n_bins=tc.n_bins), float)
     fm: FoldModel = new_fold_model(entry, cfg, desc=f"{entry.key} fold {fold.k}")
     fm.fit(inputs, fold.train, edges, seed)
     risk = _finite(fm.predict_risk(inputs, fold.val), fold.val, entry.key, fold.k)

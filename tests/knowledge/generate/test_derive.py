@@ -16,6 +16,7 @@ from kemm.knowledge import (
     derive_fields,
     derive_grounded_pbk,
     embed_source,
+    kind_field,
     read_embeddings,
     read_outputs,
     read_statement_kinds,
@@ -59,14 +60,15 @@ def test_derive_fields_embed_read(tmp_path):
     assert set(e.by_case) == set(kinds) == {"TCGA-ZZ-0001", "TCGA-ZZ-0002"}  # the skipped case is masked
     for case in kinds:
         assert e.by_case[case].shape == (len(kinds[case]), 8)
-    assert kinds["TCGA-ZZ-0001"][:5] == ["histologic_type", "grade", "pT", "pN", "stage_group"]
+    assert [kind_field(k) for k in kinds["TCGA-ZZ-0001"][:5]] == ["histologic_type", "grade", "pT", "pN", "stage_group"]
+    assert kinds["TCGA-ZZ-0001"][1:3] == ["grade:high", "pT:2"]  # fields-v2: the value category is part of the kind
     assert "3 cm" not in " ".join(e.statements["TCGA-ZZ-0001"]) and "(pN1)" in " ".join(e.statements["TCGA-ZZ-0001"])
     # ordinary sources: one kind per embedded statement
     embed_source(tmp_path, "rep", enc, progress=False)
     plain = read_statement_kinds(tmp_path, "rep")
     assert plain["TCGA-ZZ-0002"] == ["statement"] * len(read_embeddings(tmp_path, "rep").by_case["TCGA-ZZ-0002"])
     man = SourceCache(tmp_path, "rep-fields").read_manifest()
-    assert man["identity"]["model_id"] == "rep" and man["provenance"]["template_version"] == "fields-v1"
+    assert man["identity"]["model_id"] == "rep" and man["provenance"]["template_version"] == "fields-v2"
     assert man["provenance"]["parents"]["rep"]["n_ok"] == 3
 
 
@@ -131,7 +133,7 @@ def test_fields_from_real_bladder_reports(tmp_path):
     kinds = read_statement_kinds(tmp_path, "fields")
     parent = read_outputs(tmp_path, "rules")
     staged = {c for c, o in parent.items() if o["pT"] != NOT_REPORTED or o["stage_group"] != NOT_REPORTED}
-    with_stage = {c for c, k in kinds.items() if {"stage_group", "pT"} & set(k)}
+    with_stage = {c for c, k in kinds.items() if {"stage_group", "pT"} & {kind_field(x) for x in k}}
     print(f"\n{len(with_stage)} of {len(parent)} BLADDER cases have a stage or pT sentence")
     # Every report with a stage or pT gets its sentence; the share itself is bounded by the rules
     # extractor's recall on these OCR texts (22 of the first 30 and 73% of the first 200 reports).

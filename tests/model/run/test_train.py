@@ -114,3 +114,54 @@ def test_predict_ensembles_folds(syn_all, tmp_path):
     assert (surv[:, 1:] <= surv[:, :-1] + 1e-9).all()
     cox = predict_run(run, syn_all.cohort_csv, model="coxph")
     assert cox["risk"].notna().all()
+
+
+def test_per_model_training_overrides(syn_all, tmp_path):
+    """A model's `train` settings override the experiment's for that model only, and define its identity."""
+    from kemm.model.errors import ConfigError
+    from kemm.model.run.registry import check_models
+    from kemm.model.run.train import model_identity
+
+    cfg = _cfg(syn_all, tmp_path / "run", ["snn"], epochs=1)
+    long = cfg.models[0].model_copy(update={"label": "snn_long", "train": {"epochs": 3}})
+    cfg = cfg.model_copy(update={"models": [*cfg.models, long]})
+    check_models(cfg)
+    run = run_experiment(cfg)
+    hist = {m: json.loads((run / "folds" / m / "fold_0" / "metrics.json").read_text())["history"] for m in ("snn", "snn_long")}
+    assert (len(hist["snn"]), len(hist["snn_long"])) == (1, 3)
+    assert model_identity(cfg.models[0], cfg) != model_identity(long.model_copy(update={"label": None}), cfg)
+    bad = cfg.model_copy(update={"models": [long.model_copy(update={"train": {"epochs": 0}})]})
+    with pytest.raises(ConfigError, match=r"model 'snn_long': train.epochs: .*greater than or equal to 1"):
+        check_models(bad)
+    lin = cfg.model_copy(update={"models": [cfg.models[0].model_copy(update={"name": "coxph", "train": {"lr": 1.0}})]})
+    with pytest.raises(ConfigError, match="neural models only"):
+        check_models(lin)
+
+
+def test_seed_ensemble_mixture_and_checkpoint(syn_all, tmp_path):
+    """train.ensemble trains n networks; prediction = their mixture survival; the checkpoint keeps all n."""
+    import numpy as np
+    import torch
+
+    from kemm.model.nn.losses import hazards_to_survival
+    from kemm.model.run.neural import NeuralFoldModel, ensemble_logits
+    from kemm.model.run.rundir import RunDir
+
+    a, b = np.random.default_rng(0).normal(size=(2, 5, 4)).astype(np.float32)
+    assert ensemble_logits([a]) is a
+    mix = hazards_to_survival(torch.as_tensor(ensemble_logits([a, b]))).numpy()
+    want = (hazards_to_survival(torch.as_tensor(a)) + hazards_to_survival(torch.as_tensor(b))).numpy() / 2
+    np.testing.assert_allclose(mix, want, atol=1e-5)
+
+    run = run_experiment(_cfg(syn_all, tmp_path / "run", ["snn"], epochs=2, ensemble=3))
+    rec = json.loads((run / "folds" / "snn" / "fold_0" / "metrics.json").read_text())
+    assert sorted({h["member"] for h in rec["history"]}) == [0, 1, 2] and len(rec["history"]) == 6
+    fm = NeuralFoldModel.load(RunDir(run).fold("snn", 0))
+    assert len(fm.nets) == 3
+    sd = [n.state_dict() for n in fm.nets]
+    assert any(not torch.equal(sd[0][k], sd[1][k]) for k in sd[0])  # different seeds, different weights
+    preds = pd.read_csv(run / "folds" / "snn" / "fold_0" / "predictions.csv")
+    from kemm.model.run.train import prepare
+    exp = prepare(_cfg(syn_all, tmp_path / "run", ["snn"], epochs=2, ensemble=3))
+    risk = fm.predict_risk(exp.inputs, list(preds["case_id"]))
+    np.testing.assert_allclose(risk, preds["risk"].to_numpy(), rtol=1e-5, atol=1e-6)
