@@ -26,7 +26,7 @@ from kemm.compare import compare_runs
 from kemm.knowledge import KnowledgeError
 from kemm.model.errors import ModelError
 from kemm.model.run.config import ModelEntry, load_config
-from kemm.model.run.evaluate import LABELS, METRICS, load_run, summarize_run
+from kemm.model.run.evaluate import LABELS, METRICS, load_run, partial_run_warning, summarize_run
 from kemm.model.run.explain import CaseExplanation, cohort_summary, explain_all, explain_case, open_run, write_case, write_cohort
 from kemm.model.run.predict import predict_run
 from kemm.model.run.rundir import RunDir
@@ -173,6 +173,9 @@ def evaluate(
     if refresh:
         summarize_run(run_dir)
     print_results(run_dir, folds=folds)
+    warning = partial_run_warning(run_dir)
+    if warning:
+        console.print(f"[yellow]{escape(warning)}[/]", highlight=False, soft_wrap=True)
 
 
 @app.command()

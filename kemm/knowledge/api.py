@@ -9,11 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 from kemm.knowledge.generate.backends.registry import create_backend
+from kemm.knowledge.generate.backends.rules import pbk_cancer_types
 from kemm.knowledge.generate.build import BuildSummary, build
 from kemm.knowledge.store.cache import SourceCache, default_cache_dir
 from kemm.knowledge.store.inputs import (
     DEFAULT_ID_COLUMN,
     DEFAULT_TEXT_COLUMN,
+    InputError,
     TaskInput,
     cancer_type_inputs,
     read_reports,
@@ -49,8 +51,18 @@ def run_task(
     prompt = load_prompt(task, prompt_version, prompts_dir)
     if task == "refine_report":
         inputs = apply_sectioning(inputs, resolve_version(sectioning, backend))
+    if task == "pbk" and backend == "rules":
+        check_curated_types([i.case_id for i in inputs])  # before anything is created or written
+    if backend == "rules":
+        max_attempts = 1  # deterministic: a second attempt gives the same answer
     cache = SourceCache(cache_dir or default_cache_dir(), source)
     be = create_backend(backend, **{k: v for k, v in (backend_options or {}).items() if v is not None})
+    if hasattr(be, "preflight"):
+        try:
+            be.preflight()  # e.g. an unreachable server: stop before the cache is touched
+        except BaseException:
+            be.close()
+            raise
     try:
         return build(
             prompt,
@@ -67,6 +79,19 @@ def run_task(
         )
     finally:
         be.close()
+
+
+def check_curated_types(cancer_types: list[str]) -> None:
+    """The rules backend's PBK is a curated table: a type it lacks is an input error (InputError),
+    named with the known types, before any record is written."""
+    known = pbk_cancer_types()
+    missing = [ct for ct in cancer_types if ct not in known]
+    if missing:
+        raise InputError(
+            f"--cancer-types: no curated prognostic knowledge for {', '.join(missing)} (rules backend); "
+            f"curated types: {', '.join(known)}; check the spelling, add an entry to "
+            "kemm/knowledge/rules/pbk_curated.yaml, or use an LLM backend"
+        )
 
 
 def build_reports(

@@ -11,7 +11,7 @@ from rich.table import Table
 from kemm.knowledge.embed.embed import embed_source
 from kemm.knowledge.embed.encoder import load_encoder
 from kemm.knowledge.errors import EmbeddingError
-from kemm.knowledge.store.cache import CacheError
+from kemm.knowledge.store.cache import CacheError, SourceCache
 from kemm.knowledge.cli.common import CacheDirOpt, app, cache_dir_or_default, console, fail, out
 from kemm.knowledge.embed.catalog import catalog_status
 
@@ -27,6 +27,7 @@ def embed(
 ) -> None:
     """Encode every statement of a source's ok records (incremental)."""
     try:
+        SourceCache(cache_dir_or_default(cache_dir), source).read_manifest()  # before loading any encoder (seconds)
         enc = load_encoder(encoder, device=device)
         s = embed_source(cache_dir_or_default(cache_dir), source, enc, batch_size=batch_size, progress=True, rebuild=rebuild)
     except (CacheError, EmbeddingError) as e:

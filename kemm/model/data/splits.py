@@ -134,8 +134,14 @@ def write_splits(folds: list[Fold], out_dir: Path | str) -> None:
 
 
 def check_folds(folds: list[Fold], events: pd.Series) -> None:
-    """Every training fold needs at least one event (bins and the NLL are undefined otherwise)."""
+    """Every fold needs validation patients, and its training part at least one event
+    (bins and the NLL are undefined otherwise)."""
     for f in folds:
+        if not f.val:
+            raise DataError(
+                f"fold {f.k} ({f.source}): no validation patient of the cohort (empty `val` column, or none of "
+                "its case ids is in the cohort table); every fold needs patients to evaluate on"
+            )
         ev = events.loc[f.train]
         if int(ev.sum()) == 0:
             raise DataError(

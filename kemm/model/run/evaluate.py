@@ -106,6 +106,26 @@ def summarize_run(run_dir: Path | str, cfg: ExperimentConfig | None = None, km_m
     return summary
 
 
+def partial_run_warning(run_dir: Path | str, metrics: dict | None = None) -> str | None:
+    """One line when models of a run have different or missing folds (their means cover other patients)."""
+    run = RunDir(run_dir)
+    try:
+        total = len(run.read_run_json().get("folds") or [])
+    except (OSError, ValueError):
+        total = 0
+    if metrics is None:
+        cfg = load_config(run.config_path)
+        metrics = collect_metrics(run.root, [m.key for m in cfg.models])
+    counts = {m: d["n_folds"] for m, d in metrics.items()}
+    total = max([total, *counts.values()]) if counts else total
+    short = {m: n for m, n in counts.items() if n < total}
+    if not short:
+        return None
+    parts = ", ".join(f"{m} {n} of {total}" for m, n in short.items())
+    return (f"warning: {run.root} is a partial run ({parts} folds finished): those means cover fewer patients "
+            "than the others and are not comparable; resume with `kemm train CONFIG` (same --output-dir)")
+
+
 def load_run(run_dir: Path | str) -> tuple[ExperimentConfig, dict]:
     """The config and the per-model metrics of a run directory."""
     run = RunDir(run_dir)

@@ -183,3 +183,18 @@ def test_embed_takes_the_last_written_record_per_case(tmp_path):
     e = read_embeddings(tmp_path, "src")
     assert set(e.by_case) == set(read_outputs(tmp_path, "src")) == {"TCGA-ZZ-0001"}
     assert e.statements["TCGA-ZZ-0001"][-1] == "Current input."
+
+
+def test_embed_of_unknown_source_fails_before_loading_an_encoder(tmp_path, monkeypatch):
+    """issue 12: the source is checked first; loading an encoder takes seconds and says nothing useful."""
+    from typer.testing import CliRunner
+
+    import kemm.knowledge.cli.embed as cli_embed
+    from kemm.knowledge.cli import app
+
+    def boom(*a, **k):
+        raise AssertionError("the encoder was loaded before the source was checked")
+
+    monkeypatch.setattr(cli_embed, "load_encoder", boom)
+    r = CliRunner().invoke(app, ["embed", "nosuch", "--cache-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "no knowledge source 'nosuch'" in r.output and "Traceback" not in r.output

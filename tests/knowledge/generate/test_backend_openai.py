@@ -218,13 +218,22 @@ def test_http_500_forever_is_bounded(tmp_path):
     assert srv.counts["TCGA-ZZ-0000"] == 3
 
 
-def test_connection_refused_is_a_recorded_failure(tmp_path):
-    summary = api.run_task(
-        "refine_report", _reports(1), "down", "openai", tmp_path / "cache", max_attempts=1,
-        backend_options={"model": "m", "base_url": "http://127.0.0.1:9/v1", "timeout": 2.0, "backoff_s": 0.01},
-    )
-    rec = SourceCache(tmp_path / "cache", "down").by_case()["TCGA-ZZ-0000"]
-    assert summary.failed == 1 and rec.status == "failed" and "Connection" in rec.errors[0]
+def test_unreachable_server_stops_the_build_before_writing(tmp_path):
+    """issue 12: was exit 0 with every input recorded as failed; now one error, nothing written."""
+    from typer.testing import CliRunner
+
+    from kemm.knowledge.cli import app
+
+    with pytest.raises(BackendError, match=r"--base-url http://127.0.0.1:9/v1: cannot reach"):
+        api.run_task(
+            "refine_report", _reports(1), "down", "openai", tmp_path / "cache", max_attempts=1,
+            backend_options={"model": "m", "base_url": "http://127.0.0.1:9/v1", "timeout": 2.0, "backoff_s": 0.01},
+        )
+    assert not (tmp_path / "cache" / "down").exists()
+    r = CliRunner().invoke(app, ["build", "pbk", "--cancer-types", "BLCA", "--backend", "openai", "--model", "m",
+                                 "--base-url", "http://127.0.0.1:9/v1", "--source", "q", "--cache-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "cannot reach" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "q").exists()
 
 
 def test_pbk_and_json_mode(tmp_path):

@@ -254,3 +254,35 @@ def test_by_case_serves_the_newest_record_when_a_key_is_rewritten(tmp_path):
     rec = cache.by_case()["C"]
     assert rec.key == "K1" and rec.output == {"v": "current input"}
     assert list(cache.load().records) == ["K2", "K1"]  # order of each key's last line
+
+
+def test_misspelled_curated_pbk_type_stops_before_writing(tmp_path):
+    """issue 12: a type the rules backend has no curated entry for was exit 0 with a failed record."""
+    from typer.testing import CliRunner
+
+    from kemm.knowledge import api
+    from kemm.knowledge.cli import app
+    from kemm.knowledge.store.inputs import InputError
+
+    with pytest.raises(InputError, match=r"no curated prognostic knowledge for BLCX .*curated types: .*BLCA"):
+        api.build_pbk(["BLCA", "BLCX"], "p", cache_dir=tmp_path)
+    assert not (tmp_path / "p").exists()
+    r = CliRunner().invoke(app, ["build", "pbk", "--cancer-types", "BLCX", "--source", "p", "--cache-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "BLCX" in r.output and "Traceback" not in r.output and not (tmp_path / "p").exists()
+
+
+def test_rules_backend_is_asked_once(tmp_path, monkeypatch):
+    """Deterministic: the repair loop never asks the rules backend a second time."""
+    from kemm.knowledge import api
+    from kemm.knowledge.generate import build as build_mod
+
+    seen = []
+    real = build_mod.generate_validated
+
+    def spy(backend, reqs, schema, sampling, max_attempts):
+        seen.append(max_attempts)
+        return real(backend, reqs, schema, sampling, max_attempts)
+
+    monkeypatch.setattr(build_mod, "generate_validated", spy)
+    api.build_pbk(["BLCA"], "p", cache_dir=tmp_path, max_attempts=3)
+    assert seen == [1]

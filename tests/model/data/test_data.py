@@ -170,6 +170,16 @@ def test_all_censored_training_fold_is_an_error():
         check_folds(folds, pd.Series(0, index=ids))
 
 
+def test_empty_validation_fold_is_an_error_naming_the_file(tmp_path):
+    """issue 12: was `torch.cat(): expected a non-empty list` after training."""
+    from kemm.model.data.splits import Fold
+
+    ids = ["A", "B", "C", "D"]
+    folds = [Fold(0, ["A", "B"], ["C", "D"], "s0.csv"), Fold(1, ["A", "B", "C", "D"], [], "splits_1.csv")]
+    with pytest.raises(DataError, match=r"fold 1 \(splits_1.csv\): no validation patient"):
+        check_folds(folds, pd.Series(1, index=ids))
+
+
 # -- genomics --------------------------------------------------------------------------
 def test_signature_groups_and_all_group(tmp_path):
     sig = tmp_path / "signatures.csv"

@@ -165,3 +165,25 @@ def test_seed_ensemble_mixture_and_checkpoint(syn_all, tmp_path):
     exp = prepare(_cfg(syn_all, tmp_path / "run", ["snn"], epochs=2, ensemble=3))
     risk = fm.predict_risk(exp.inputs, list(preds["case_id"]))
     np.testing.assert_allclose(risk, preds["risk"].to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_says_when_a_run_is_partial(syn_all, tmp_path):
+    """issue 12: `kemm evaluate` on a half-finished run names the models with missing folds."""
+    from typer.testing import CliRunner
+
+    from kemm.cli import app
+    from kemm.model.run.evaluate import partial_run_warning
+
+    cfg = _cfg(syn_all, tmp_path / "run", ["snn", "coxph"], epochs=1)
+
+    def boom(model, k, rec):
+        if (model, k) == ("coxph", 1):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, on_fold_done=boom)
+    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run"), "--no-folds"])
+    assert r.exit_code == 0, r.output
+    assert "partial run (snn 2 of 3, coxph 2 of 3 folds finished)" in " ".join(r.output.split())
+    run_experiment(cfg)
+    assert partial_run_warning(tmp_path / "run") is None

@@ -111,6 +111,22 @@ class OpenAIBackend:
     def close(self) -> None:
         self._runnables.clear()
 
+    def preflight(self) -> None:
+        """Stop before anything is written when the server cannot be reached at all (connection
+        refused, unknown host, no answer): BackendError naming the URL. A server that answers, even
+        with an HTTP error on ``/models`` (not every server lists models), passes."""
+        import httpx  # lazy: comes with the optional langchain-openai extra (openai depends on it)
+
+        url = f"{self.base_url}/models"
+        try:
+            httpx.get(url, timeout=min(self.timeout, 10.0),
+                      headers={"Authorization": f"Bearer {os.environ.get(self.api_key_env, 'EMPTY')}"})
+        except httpx.TransportError as e:
+            raise BackendError(
+                f"--base-url {self.base_url}: cannot reach the OpenAI-compatible server ({type(e).__name__}: {e}); "
+                "is it running (e.g. `vllm serve MODEL --port 8000`) and is the URL right?"
+            ) from None
+
     # -- helpers -----------------------------------------------------------------
 
     def _runnable(self, schema: type[BaseModel], sampling: dict[str, Any]) -> Any:
