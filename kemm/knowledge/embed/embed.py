@@ -9,6 +9,7 @@ the sibling ``encoder`` and ``store`` modules; rich for the progress bar.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as np
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from kemm import __version__
 from kemm.knowledge.embed.encoder import Encoder, load_encoder
@@ -28,6 +29,8 @@ from kemm.knowledge.errors import EmbeddingError
 from kemm.knowledge.generate.schemas import get_schema
 from kemm.knowledge.records import CacheRecord
 from kemm.knowledge.store.cache import SourceCache, now_iso, records_generation
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,7 +86,7 @@ def embed_source(
     n_skipped = sum(1 for rec in loaded.records.values() if rec.status != "ok")
     served = _last_ok(loaded.records.values())
     per_case = _current_statements(served, schema_name, source)
-    stored = None if rebuild else load_stored(edir, enc.encoder_id)
+    stored = None if rebuild else _stored_or_none(edir, enc.encoder_id, source)
     stored_rows = _reusable_rows(stored, per_case, ident, data_p, man_p)
 
     todo = [(cid, key, sts) for cid, (key, sts) in per_case.items() if key not in stored_rows]
@@ -148,6 +151,20 @@ def _current_statements(served: dict[str, CacheRecord], schema_name: str,
             raise EmbeddingError(f"source {source!r}, case {rec.case_id!r}: output does not validate as {schema_name}: {e}") from None
         per_case[cid] = (rec.key, sts)
     return per_case
+
+
+def _stored_or_none(edir: Path, encoder_id: str, source: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The stored set, or None (everything re-encoded, with a warning) when it is damaged: an
+    interrupted embed, a truncated or corrupt data file. ``embed`` repairs what ``read`` refuses."""
+    try:
+        stored = load_stored(edir, encoder_id)
+        if stored is not None:
+            with safe_open(str(set_paths(edir, encoder_id)[0]), framework="numpy") as f:
+                f.get_slice(TENSOR_NAME).get_shape()
+        return stored
+    except (EmbeddingError, OSError, ValueError, SafetensorError) as e:
+        log.warning("embeddings of %s for %s are damaged (%s); re-encoding every statement", source, encoder_id, e)
+        return None
 
 
 def _reusable_rows(stored: tuple[dict[str, Any], dict[str, Any]] | None, per_case: dict[str, tuple[str, list[str]]],

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from kemm._io import atomic_write_text, atomic_write_with
@@ -103,14 +103,18 @@ def load_stored(edir: Path, encoder_id: str) -> tuple[dict[str, Any], dict[str, 
     if len(gens) != 1:
         raise EmbeddingError(
             f"embedding set {edir / encoder_id}.* is inconsistent (an embed was interrupted between files); "
-            "rerun `kemm-knowledge embed`"
+            "rerun `kemm-knowledge embed` (it re-encodes a damaged set)"
         )
     return man, index
 
 
 def _tensor_metadata(path: Path) -> dict[str, str]:
-    with safe_open(str(path), framework="numpy") as f:
-        return dict(f.metadata() or {})
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError) as e:
+        raise EmbeddingError(f"{path}: not a readable safetensors file ({e}); it is truncated or corrupt: "
+                             f"rerun `kemm-knowledge embed SOURCE` (it re-encodes a damaged set)") from None
 
 
 def identity_mismatch(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -178,6 +182,16 @@ def read_embeddings(
                 f"re-embed with `kemm-knowledge embed {source} --rebuild` using that encoder"
             )
     data_p = set_paths(edir, eid)[0]
+    try:
+        return _read_rows(data_p, source, man, index, dim, mmap, eid, ident)
+    except SafetensorError as e:
+        raise EmbeddingError(f"{data_p}: truncated or corrupt ({e}); rerun `kemm-knowledge embed {source}` "
+                             "(it re-encodes a damaged set)") from None
+
+
+def _read_rows(data_p: Path, source: str, man: dict[str, Any], index: dict[str, Any], dim: int, mmap: bool,
+               eid: str, ident: dict[str, Any]) -> KnowledgeEmbeddings:
+    """The rows of a consistent set, per case (copies, or views of a memory map)."""
     by_case: dict[str, np.ndarray] = {}
     with safe_open(str(data_p), framework="numpy") as f:
         sl = f.get_slice(TENSOR_NAME)

@@ -58,10 +58,13 @@ def load_slide_features(path: Path | str) -> torch.Tensor:
             raise DataError(f"{path}: expected a [N, D] tensor or {{'features': tensor}}, got {type(obj).__name__}")
         x = obj
     elif path.suffix == ".h5":
-        with h5py.File(path, "r") as f:
-            if "features" not in f:
-                raise DataError(f"{path}: no 'features' dataset (datasets: {list(f.keys())})")
-            x = torch.from_numpy(np.asarray(f["features"][()]))
+        try:
+            with h5py.File(path, "r") as f:
+                if "features" not in f:
+                    raise DataError(f"{path}: no 'features' dataset (datasets: {list(f.keys())})")
+                x = torch.from_numpy(np.asarray(f["features"][()]))
+        except OSError as e:
+            raise DataError(_h5_error(path, e)) from None
     else:
         raise DataError(f"{path}: unknown feature file type (expected .pt or .h5)")
     if x.dim() == 3 and x.shape[0] == 1:
@@ -69,6 +72,11 @@ def load_slide_features(path: Path | str) -> torch.Tensor:
     if x.dim() != 2:
         raise DataError(f"{path}: features have shape {tuple(x.shape)}, expected [N, D]")
     return x.float()
+
+
+def _h5_error(path: Path, e: OSError) -> str:
+    return (f"{path}: cannot read as HDF5 ({str(e).splitlines()[0] if str(e) else type(e).__name__}); the file is "
+            "truncated or not an HDF5 feature file: re-extract this slide's features (CLAM/TRIDENT) or remove it")
 
 
 def _check_finite(x: torch.Tensor, path: Path, case_id: str) -> None:
@@ -86,10 +94,13 @@ def _check_finite(x: torch.Tensor, path: Path, case_id: str) -> None:
 def feature_dim(path: Path) -> int:
     """D without reading the whole array where the format allows."""
     if path.suffix == ".h5":
-        with h5py.File(path, "r") as f:
-            if "features" not in f:
-                raise DataError(f"{path}: no 'features' dataset (datasets: {list(f.keys())})")
-            return int(f["features"].shape[-1])
+        try:
+            with h5py.File(path, "r") as f:
+                if "features" not in f:
+                    raise DataError(f"{path}: no 'features' dataset (datasets: {list(f.keys())})")
+                return int(f["features"].shape[-1])
+        except OSError as e:
+            raise DataError(_h5_error(path, e)) from None
     return int(load_slide_features(path).shape[-1])
 
 

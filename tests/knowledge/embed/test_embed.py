@@ -149,6 +149,22 @@ def test_torn_set_detected(tmp_path):
     idx.write_text(json.dumps(d))
     with pytest.raises(EmbeddingError, match="inconsistent"):
         read_embeddings(tmp_path, "src")
+    # issue 12: the message says to rerun `embed`, and `embed` repairs it (it used to fail the same way)
+    s = embed_source(tmp_path, "src", HashEncoder(), progress=False)
+    assert s.n_encoded == 3 and read_embeddings(tmp_path, "src").by_case["TCGA-ZZ-0001"].shape == (3, 8)
+
+
+def test_truncated_safetensors_is_one_line_and_embed_repairs_it(tmp_path):
+    """issue 12: a truncated data file gave a raw SafetensorError in embed and in train."""
+    write_source(tmp_path, "src", {"TCGA-ZZ-0001": report(1)})
+    embed_source(tmp_path, "src", HashEncoder(), progress=False)
+    data = tmp_path / "src" / "embeddings" / "hash-enc.safetensors"
+    data.write_bytes(data.read_bytes()[:40])
+    with pytest.raises(EmbeddingError, match=r"hash-enc.safetensors: .*(truncated|corrupt).*kemm-knowledge embed") as e:
+        read_embeddings(tmp_path, "src")
+    assert "\n" not in str(e.value)
+    s = embed_source(tmp_path, "src", HashEncoder(), progress=False)
+    assert s.n_encoded == 3 and read_embeddings(tmp_path, "src").by_case["TCGA-ZZ-0001"].shape == (3, 8)
 
 
 def test_embed_cli(tmp_path):

@@ -222,6 +222,23 @@ def test_pt_and_h5_bags_equal_and_concatenated(tmp_path):
     assert sample_patches(store.load("P1"), 4, g).shape == (4, 5)
 
 
+def test_corrupt_h5_is_one_line_naming_the_file(tmp_path):
+    """issue 12: a truncated or non-HDF5 .h5 raised h5py's OSError."""
+    from kemm.model.data.bags import feature_dim
+
+    x = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
+    with h5py.File(tmp_path / "good.h5", "w") as f:
+        f.create_dataset("features", data=x)
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes((tmp_path / "good.h5").read_bytes()[:300])
+    (tmp_path / "text.h5").write_text("not hdf5")
+    for p in (bad, tmp_path / "text.h5"):
+        for read in (load_slide_features, feature_dim):
+            with pytest.raises(DataError, match=rf"{p.name}: cannot read as HDF5 .*re-extract") as e:
+                read(p)
+            assert "\n" not in str(e.value)
+
+
 def test_missing_feature_file_and_dim_mismatch(tmp_path):
     torch.save(torch.randn(3, 5), tmp_path / "a.pt")
     with pytest.raises(DataError) as e:
