@@ -340,6 +340,29 @@ def test_one_undecodable_byte_skips_that_row_only_naming_file_line_and_offset(tm
     assert reason and str(p) in reason and "line 4" in reason and f"byte offset {offset}" in reason
 
 
+def test_encoding_option_reads_a_latin1_file(tmp_path):
+    """issue 12: --encoding (default utf-8); a byte the named encoding cannot decode names line and offset."""
+    from typer.testing import CliRunner
+
+    from kemm.knowledge.cli import app
+    from kemm.knowledge.store.inputs import InputError, read_reports
+
+    p = tmp_path / "BLADDER.csv"
+    p.write_bytes(b"pdf_file_name_path,ocr_text\nTCGA-AA-0002.x.PDF," + _TEXT.encode() + b" caf\xe9\n")
+    (inp,) = read_reports(p, encoding="latin-1")
+    assert inp.skip_reason is None and inp.key_text.endswith("café")
+    assert read_reports(p)[0].skip_reason and "--encoding" in read_reports(p)[0].skip_reason
+    with pytest.raises(InputError, match=r"line 2: byte offset \d+ is not valid ascii; check --encoding"):
+        read_reports(p, encoding="ascii")
+    with pytest.raises(InputError, match="unknown text encoding"):
+        read_reports(p, encoding="klingon")
+    r = CliRunner().invoke(app, ["build", "refine_report", "--reports", str(p), "--encoding", "latin-1",
+                                 "--source", "s", "--cache-dir", str(tmp_path / "kc")])
+    assert r.exit_code == 0, r.output
+    from kemm.knowledge import read_outputs
+    assert set(read_outputs(tmp_path / "kc", "s")) == {"TCGA-AA-0002"}
+
+
 def test_a_semicolon_separated_report_file_is_sniffed(tmp_path):
     from kemm.knowledge.store.inputs import read_reports
 

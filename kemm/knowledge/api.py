@@ -115,11 +115,13 @@ def report_inputs(
     id_column: str = DEFAULT_ID_COLUMN,
     text_column: str = DEFAULT_TEXT_COLUMN,
     cancer_type: str | None = None,
+    encoding: str = "utf-8",
 ) -> list[TaskInput]:
     """Reports of several files, one input per patient (first file wins for a repeated case)."""
     inputs: list[TaskInput] = []
     for p in paths:
-        inputs += read_reports(p, id_column=id_column, text_column=text_column, cancer_type=cancer_type)
+        inputs += read_reports(p, id_column=id_column, text_column=text_column, cancer_type=cancer_type,
+                               encoding=encoding)
     return merge_duplicate_cases(inputs)
 
 

@@ -57,6 +57,7 @@ def build(
     prompts_dir: Optional[Path] = typer.Option(None, "--prompts-dir", help="Folder of prompts/<task>/v<N>.jinja."),
     id_column: str = typer.Option(DEFAULT_ID_COLUMN, "--id-column", help="Column with the patient id (first 12 chars used for the default)."),
     text_column: str = typer.Option(DEFAULT_TEXT_COLUMN, "--text-column", help="Column with the report text."),
+    encoding: str = typer.Option("utf-8", "--encoding", help="Text encoding of the report files (e.g. latin-1, cp1252)."),
     cancer_type: Optional[str] = typer.Option(None, "--cancer-type", help="Cancer type shown to the model (default from the file name)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="Generation attempts per record (repair loop)."),
@@ -70,7 +71,7 @@ def build(
         if task == "refine_report":
             if not reports:
                 fail("refine_report needs --reports FILE (CSV or JSONL)")
-            inputs = api.report_inputs(reports, id_column, text_column, cancer_type)
+            inputs = api.report_inputs(reports, id_column, text_column, cancer_type, encoding)
         elif task == "pbk":
             if not cancer_types:
                 fail("pbk needs --cancer-types, e.g. --cancer-types BLCA,LUAD")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from kemm.knowledge.errors import KnowledgeError
 
+import codecs
 import csv
 import io
 import json
@@ -114,16 +115,17 @@ def _sniff_delimiter(header: str) -> str:
     return best if counts[best] > counts[","] else ","
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
+def read_rows(path: Path, encoding: str = "utf-8") -> list[dict[str, Any]]:
     """Rows of a CSV (delimiter sniffed) or JSONL report file; a leading UTF-8 BOM is ignored.
 
     A row holding bytes that are not UTF-8 is kept with ``UNDECODABLE`` naming the file, line
     and byte offset (its values with U+FFFD in their place): that case becomes a skipped record,
-    and the other rows are read as usual.
+    and the other rows are read as usual. ``encoding`` other than UTF-8 (``--encoding latin-1``):
+    the whole file is decoded with it first (a byte it cannot decode is an InputError).
     """
     if not path.is_file():
         raise InputError(f"{path}: no such report file")
-    data = path.read_bytes()
+    data = _as_utf8(path, path.read_bytes(), encoding)
     skip = len(_BOM) if data.startswith(_BOM) else 0
     text = data[skip:].decode("utf-8", errors="surrogateescape")
     bad = [skip + o for o in _bad_offsets(text)]
@@ -147,8 +149,23 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                 if isinstance(v, str):
                     row[k] = v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
             row[UNDECODABLE] = (f"{path}: line {line_of[hit[0]]}: byte offset {hit[0]} is not valid UTF-8 "
-                                f"({len(hit)} such byte(s) in this row); re-save the file as UTF-8")
+                                f"({len(hit)} such byte(s) in this row); re-save the file as UTF-8 or pass its --encoding")
     return rows
+
+
+def _as_utf8(path: Path, data: bytes, encoding: str) -> bytes:
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise InputError(f"--encoding {encoding!r}: unknown text encoding (e.g. utf-8, latin-1, cp1252)") from None
+    if name == "utf-8":
+        return data
+    try:
+        return data.decode(name).encode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(f"{path}: line {line}: byte offset {e.start} is not valid {encoding}; "
+                         "check --encoding") from None
 
 
 def _jsonl_rows(path: Path, text: str) -> list[dict[str, Any]]:
@@ -173,10 +190,11 @@ def read_reports(
     text_column: str = DEFAULT_TEXT_COLUMN,
     cancer_type: str | None = None,
     min_chars: int = MIN_CHARS,
+    encoding: str = "utf-8",
 ) -> list[TaskInput]:
     """Reports grouped per patient, in first-seen order."""
     path = Path(path)
-    rows = read_rows(path)
+    rows = read_rows(path, encoding)
     if not rows:
         raise InputError(f"{path}: no rows")
     for col in (id_column, text_column):
