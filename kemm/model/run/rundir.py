@@ -35,7 +35,13 @@ from kemm._io import atomic_path, atomic_write_json, atomic_write_text
 from kemm.model.errors import RunError
 
 LEGACY_PICKLE = "model.pkl"
+FOLD_FILES = ("metrics.json", "predictions.csv", "model.pt", "model.json", LEGACY_PICKLE)  # what a fold folder holds
 _FOLD_RE = re.compile(r"^fold_(\d+)$")
+
+
+def _is_fold_file(name: str) -> bool:
+    """A file a fold folder holds, or an interrupted atomic write of one (``.<name>.XXXX.tmp``)."""
+    return name in FOLD_FILES or (name.endswith(".tmp") and any(name.startswith(f".{f}.") for f in FOLD_FILES))
 
 
 def legacy_pickle_message(path: Path) -> str:
@@ -227,9 +233,25 @@ class RunDir:
         """Folds holding a ``model.pkl`` (read only by ``kemm run upgrade``)."""
         return [f for m in self.models_with_folds() for f in self.folds_of(m, done_only=False) if f.pickle_path.is_file()]
 
-    def clear_folds(self) -> None:
-        if self.folds_root.exists():
-            shutil.rmtree(self.folds_root)
+    def clear_folds(self) -> list[Path]:
+        """Remove the files kemm writes under ``folds/`` (``FOLD_FILES``, and the folders they leave
+        empty); anything else is kept and returned, so ``--restart`` never deletes a user's file."""
+        kept: list[Path] = []
+        if not self.folds_root.is_dir():
+            return kept
+        for p in sorted(self.folds_root.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+            rel = p.relative_to(self.folds_root).parts
+            ours = len(rel) == 3 and _FOLD_RE.match(rel[1]) and _is_fold_file(p.name)
+            if p.is_file() or p.is_symlink():
+                if ours:
+                    p.unlink()
+                else:
+                    kept.append(p)
+            elif p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+        if self.folds_root.is_dir() and not any(self.folds_root.iterdir()):
+            self.folds_root.rmdir()
+        return sorted(kept)
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:

@@ -193,6 +193,11 @@ def _identity_change(a: dict | None, b: dict | None) -> str:
 
 
 def _claim_run_dir(run: RunDir, cfg: ExperimentConfig, restart: bool) -> None:
+    if run.root.is_dir() and not run.config_path.is_file() and any(run.root.iterdir()):
+        raise RunError(
+            f"output_dir {run.root} is not empty and holds no kemm run (no config.yaml); kemm writes only into a "
+            "new or empty folder or one of its own runs: choose another output_dir"
+        )
     if run.config_path.is_file() and not restart:
         try:
             old = load_config(run.config_path)
@@ -205,7 +210,10 @@ def _claim_run_dir(run: RunDir, cfg: ExperimentConfig, restart: bool) -> None:
                 "resume only with the same data/knowledge/train settings, choose another output_dir, or pass --restart"
             )
     if restart:
-        run.clear_folds()
+        kept = run.clear_folds()
+        if kept:
+            log.warning("--restart kept %d file(s) under %s that kemm did not write (e.g. %s)", len(kept),
+                        run.folds_root, kept[0])
     run.root.mkdir(parents=True, exist_ok=True)
     # The models list may grow between invocations (ablations add models to one run).
     run.write_text(run.config_path, dump_config(cfg))

@@ -187,3 +187,21 @@ def test_evaluate_says_when_a_run_is_partial(syn_all, tmp_path):
     assert "partial run (snn 2 of 3, coxph 2 of 3 folds finished)" in " ".join(r.output.split())
     run_experiment(cfg)
     assert partial_run_warning(tmp_path / "run") is None
+
+
+def test_output_dir_with_foreign_files_is_refused_and_restart_keeps_them(syn_all, tmp_path):
+    """issue 12: kemm wrote into any folder and --restart removed a whole folds/ with a user's files."""
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "results.csv").write_text("my own results\n")
+    with pytest.raises(RunError, match=r"is not empty and holds no kemm run"):
+        run_experiment(_cfg(syn_all, foreign, ["coxph"], epochs=1))
+    assert sorted(p.name for p in foreign.iterdir()) == ["results.csv"]
+
+    run = run_experiment(_cfg(syn_all, tmp_path / "run", ["coxph"], epochs=1))
+    note = run / "folds" / "coxph" / "fold_0" / "my_notes.txt"
+    note.write_text("keep me")
+    started = []
+    run_experiment(_cfg(syn_all, tmp_path / "run", ["coxph"], epochs=1), restart=True,
+                   on_fold_start=lambda m, k: started.append(k))
+    assert started == [0, 1, 2] and note.read_text() == "keep me"
