@@ -64,9 +64,15 @@ def set_threads(n: int | None) -> None:
     torch.set_num_threads(n or (1 if cpus <= 2 else min(4, cpus // 2)))
 
 
+ADDED_TRAIN_DEFAULTS = {"ensemble": 1}  # train settings newer than the first runs, and their defaults
+
+
 def model_identity(entry: ModelEntry, cfg: ExperimentConfig) -> str:
-    d = {"name": entry.name, "hparams": entry.hparams,
-         "train": entry.train_config(cfg.train).model_dump(mode="json", exclude=set(DISPLAY_ONLY))}
+    train = entry.train_config(cfg.train).model_dump(mode="json", exclude=set(DISPLAY_ONLY))
+    for key, default in ADDED_TRAIN_DEFAULTS.items():  # keys added later: at their default, the identity of older runs
+        if train.get(key) == default:
+            train.pop(key)
+    d = {"name": entry.name, "hparams": entry.hparams, "train": train}
     if entry.clinical is not None:  # only when set, so identities of runs made before the key existed stay valid
         d["clinical"] = entry.clinical
     blob = json.dumps(d, sort_keys=True, default=str)
