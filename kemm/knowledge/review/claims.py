@@ -15,7 +15,12 @@ Both sides are normalised before comparing:
 - TNM prefixes: ``pT2a`` matches ``pT2a``, ``T2a``, ``pT 2a``, ``ypT2a``, and
   OCR'd ``pNO`` = ``pN0``; a less specific claim (``T2``) is supported by a
   more specific statement (``T2a``), never the other way round;
-- number words: ``three of fourteen lymph nodes`` supports ``3/14``.
+- number words: ``three of fourteen lymph nodes`` supports ``3/14``;
+- node totals over stations: a report listing ``3/11``, ``5/10`` ... for several
+  lymph-node stations never writes "8 of 21"; a ``nodes_positive`` / ``nodes_examined``
+  value found nowhere in the text is supported when it is the *sum* of the stations'
+  counts, and that claim is recorded with its own kind ``node_total`` (checked by
+  arithmetic, reported apart from counts the text states).
 
 A value ``"not reported"`` is never a claim.
 """
@@ -60,19 +65,21 @@ _PLAIN_NUM_OUT = re.compile(r"(?<![\d.])\d+(?:\.\d+)?")
 
 # Source side (lower-cased, lenient: finding a fact there only ever supports a claim).
 _SRC_TNM_COMP = (
-    r"(?:y|r|yp|yc|rp)?(?P<p>[pc])?\s?(?P<l>t|n|m)\s?(?P<v>is|a|x|[0-4oli](?:[a-d][1-3]?)?)(?:\s?\([a-z+\-]+\))?"
+    r"(?:y|r|yp|yc|rp)?(?P<p>[pc])?\s?(?P<l>t|n|m)\s?(?P<v>is|a|x|[0-4oli](?:\s?[a-d][1-3]?)?)(?:\s?\([a-z+\-]+\))?"
     r"(?=$|[^a-z0-9]|[pc]?[nm]\s?[0-4xoli]|g\s?[1-4])"  # 'pt2an0' stays one run; 'margins' is not 'Ma'
 )
 # OCR'd reports glue grade into the TNM string: ".T3G3 NO" is T3, G3, N0.
 _SRC_TNM_RUN = re.compile(rf"(?<![a-z0-9])(?:{_SRC_TNM_COMP}[\s,]*(?:g\s?[1-4](?![0-9])[\s,]*)?){{1,4}}")
 _SRC_TNM_COMP_RE = re.compile(_SRC_TNM_COMP)
-_SRC_STAGE = re.compile(r"stage\s*(?:group(?:ing)?\s*)?[:\-]?\s*(?P<n>iv|iii|ii|i|[0-4])\s?(?P<s>[abc][1-3]?)?(?![a-z0-9])")
+_SRC_STAGE = re.compile(r"stage\s*(?:\([a-z0-9 ]{1,12}\)\s*)?(?:group(?:ing)?\s*)?[:\-]?\s*(?P<n>iv|iii|ii|i|[0-4])\s?(?P<s>[abc][1-3]?)?(?![a-z0-9])")
 _SRC_GRADE = re.compile(
-    r"(?:grade|gr\.)\s*[:\-]?\s*(?P<n>iv|iii|ii|i|[1-4])(?![a-z0-9])|(?<![a-z])g\s?(?P<g>[1-4])(?![a-z0-9])"
+    r"(?:grade|gr\.)\s*[):\-]*\s*(?P<n>iv|iii|ii|i|[1-4])(?![a-z0-9])|(?<![a-z])g\s?(?P<g>[1-4])(?![a-z0-9])"
 )
 _SRC_DIFF = re.compile(r"\b(well|moderately|poorly|un)[\s-]*differentiated")
 _SRC_SIZE = re.compile(r"(?P<nums>\d+(?:\.\d+)?(?:\s*(?:x|by|\*)\s*\d+(?:\.\d+)?)*)\s*(?P<u>cm|mm|centimeters?|centimetres?|millimeters?|millimetres?)\b")
 _SRC_NUM = re.compile(r"(?<![\d.])\d+(?:\.\d+)?")
+_SRC_NODE_WORD = re.compile(r"\b(?:lymph|nodes?|nodal|ln)\b")
+_SRC_FRACTION = re.compile(r"(?<![\d./])(\d{1,3})\s*(?:/|of)\s*(\d{1,3})(?![\d./])")
 _SRC_NODES_NEG = re.compile(
     r"\b(?:no|none|negative|free|without|0)\b[^.;\n]{0,80}\b(?:nodes?|nodal)\b|\b(?:nodes?|nodal)\b[^.;\n]{0,80}\b(?:negative|free of|no (?:evidence|metasta|tumou?r|carcinoma))"
 )
@@ -102,6 +109,16 @@ def normalize_source(text: str) -> list[str]:
     return [s, joined] if joined != s else [s]
 
 
+def node_fractions(s: str) -> list[tuple[int, int]]:
+    """``a/b`` or ``a of b`` (a <= b) with a lymph-node word within 60 characters: one per station."""
+    out = []
+    for m in _SRC_FRACTION.finditer(s):
+        a, b = int(m.group(1)), int(m.group(2))
+        if a <= b and _SRC_NODE_WORD.search(s[max(0, m.start() - 60): m.end() + 60]):
+            out.append((a, b))
+    return out
+
+
 @dataclass
 class SourceFacts:
     """Everything a claim can be looked up in."""
@@ -113,6 +130,7 @@ class SourceFacts:
     grades: set[int] = field(default_factory=set)
     grade_words: set[str] = field(default_factory=set)  # {"high", "low"}
     nodes_negative: bool = False
+    node_fractions: list[tuple[int, int]] = field(default_factory=list)  # (positive, examined) per node station
 
     @classmethod
     def from_text(cls, text: str) -> "SourceFacts":
@@ -130,7 +148,7 @@ class SourceFacts:
             for run in _SRC_TNM_RUN.finditer(s):
                 first = True
                 for c in _SRC_TNM_COMP_RE.finditer(run.group()):
-                    v = c.group("v")
+                    v = c.group("v").replace(" ", "")  # OCR: 'pT1 b' = pT1b
                     if v[0] in "oli" and v != "is" and not (c.group("p") or not first):
                         first = False
                         continue  # a bare 'no'/'mo'/'ml' is a word, not N0/M0/M1
@@ -150,12 +168,19 @@ class SourceFacts:
                     f.grade_words.add(w)
             if _SRC_NODES_NEG.search(s):
                 f.nodes_negative = True
+        f.node_fractions = node_fractions(normalize_source(text)[0])
         return f
+
+    def node_totals(self) -> tuple[float, float] | None:
+        """(sum of positives, sum of examined) over two or more node stations; None otherwise."""
+        if len(self.node_fractions) < 2:
+            return None
+        return float(sum(a for a, _ in self.node_fractions)), float(sum(b for _, b in self.node_fractions))
 
 
 @dataclass
 class Claim:
-    kind: str  # tnm | stage | grade | grade_word | size | count | number
+    kind: str  # tnm | stage | grade | grade_word | size | count | node_total | number
     where: str  # output field, e.g. "pT", "key_statements[2]", "summary"
     start: int
     end: int
@@ -286,7 +311,12 @@ def check_output(output: dict[str, Any], source_text: str, facts: SourceFacts | 
     """Every claim of ``output`` with ``supported`` set against ``source_text``."""
     facts = facts or SourceFacts.from_text(source_text)
     claims = []
+    totals = facts.node_totals()
     for c, payload in field_claims(output):
         c.supported = check_claim(c, facts, payload)
+        if not c.supported and c.kind == "count" and totals is not None:
+            total = totals[0] if c.where == "nodes_positive" else totals[1]
+            if payload == (total,):
+                c.kind, c.supported = "node_total", True  # a derived total, verified by arithmetic
         claims.append(c)
     return claims

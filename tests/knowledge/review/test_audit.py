@@ -127,6 +127,11 @@ def test_planted_claims_are_flagged_with_spans():
         ("5 mg 2 tablets", "G2", False),
         ("high-grade carcinoma", "high grade", True),
         ("low grade papillary", "high grade", False),
+        # issue 14 item 9: OCR forms the matching missed
+        ("Pathologic stage: pT1 b N0", "pT1b", True),
+        ("pT1 and N0", "T1a", False),  # a word after a space is not a subcategory
+        ("FUHRMAN NUCLEAR GRADE):2", "grade 2", True),
+        ("STAGE (AJCC): II", "stage II", True),
     ],
 )
 def test_normalisation(source, output_text, supported):
@@ -136,6 +141,22 @@ def test_normalisation(source, output_text, supported):
     claims = text_claims(output_text, "summary")
     assert claims, output_text
     assert all(check_claim(c, facts, p) for c, p in claims) is supported
+
+
+def test_node_totals_over_stations_are_their_own_claim_kind_checked_by_arithmetic():
+    """issue 14 item 9: the rules source sums per-station counts; the report never writes the total."""
+    from kemm.knowledge.review.claims import check_output
+
+    text = ("Right neck level II: 3/11 lymph nodes positive. Level III lymph nodes: 5/10 positive. "
+            "Level IV: 0/7 lymph nodes. Received 12/05 in formalin.")
+    base = dict(VALID_REPORT, key_statements=[], summary="Nothing stated.")
+    got = {c.where: (c.kind, c.supported) for c in check_output(dict(base, nodes_positive=8, nodes_examined=28), text)}
+    assert got["nodes_positive"] == ("node_total", True) and got["nodes_examined"] == ("node_total", True)
+    wrong = {c.where: (c.kind, c.supported) for c in check_output(dict(base, nodes_positive=9, nodes_examined=28), text)}
+    assert wrong["nodes_positive"] == ("count", False)  # a total that is not the sum stays unsupported
+    stated = {c.where: (c.kind, c.supported) for c in check_output(dict(base, nodes_positive=3, nodes_examined=11), text)
+              if c.where.startswith("nodes")}
+    assert stated == {"nodes_positive": ("count", True), "nodes_examined": ("count", True)}  # stated: a plain count
 
 
 def test_not_reported_is_never_a_claim():
