@@ -313,6 +313,8 @@ def benchmark(
     select: bool = typer.Option(False, "--select", help="Run the nested design choice on inner splits (SELECTION.md), not the benchmark."),
     stages: str = typer.Option("sources,runs,results", "--stages", help="Comma-separated subset of sources,runs,results."),
     profiles: str = typer.Option("", "--profiles", help="Train only these knowledge profiles (comma-separated; default all)."),
+    rows: str = typer.Option("", "--rows", help="Train only these rows (model labels, comma-separated; default all); "
+                             "results are written from every row that has finished folds."),
 ) -> None:
     """Real TCGA benchmark: knowledge from real reports; KEMM, ablations and baselines on the published splits."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -321,6 +323,7 @@ def benchmark(
                             cohorts=[c for c in cohorts.split(",") if c] or None, overrides=override,
                             select=select, stages=tuple(x for x in stages.split(",") if x),
                             profiles=[p for p in profiles.split(",") if p] or None,
+                            rows=[r for r in rows.split(",") if r] or None,
                             command=shlex.join(["kemm", *sys.argv[1:]]))
     except (BenchmarkError, KnowledgeError, ModelError) as e:
         fail(str(e))

@@ -100,6 +100,11 @@ def test_smoke_benchmark_on_blca(tmp_path):
     inner = pd.read_csv(tmp_path / "inner_splits" / "blca" / "splits_0.csv", index_col=0)
     outer = pd.read_csv(RAW / "PORPOISE/splits/5foldcv/tcga_blca/splits_0.csv", index_col=0)
     assert not set(inner["val"].dropna()) & set(outer["val"].dropna())  # the reported fold is never used
+    run_benchmark(exp, RAW, stages=("runs",), rows=["coxph"], **kw)  # --rows: only that row trains
+    done = {p.parent.parent.name for p in (tmp_path / "runs" / "blca").glob("*/folds/*/fold_0/metrics.json")}
+    assert done == {"coxph"}, done
+    with pytest.raises(BenchmarkError, match="unknown row"):
+        run_benchmark(exp, RAW, stages=("runs",), rows=["kemm@typo"], **kw)
     out = run_benchmark(exp, RAW, **kw)
     md = (out / "RESULTS.md").read_text()
     for row in ("| kemm_noknow |", "| coxph |", "| kemm@fields |", "| kemm_nested |", "| coxph_text_genomics |",

@@ -23,7 +23,7 @@ from kemm._io import atomic_write_text
 from kemm.benchmark.results import paired_tests, published_folds, write_results
 from kemm.benchmark.selection import choose, render_selection, run_selection, selection_groups
 from kemm.benchmark.sources import build_sources
-from kemm.benchmark.specs import BenchmarkError, experiment_configs, load_cohort_specs
+from kemm.benchmark.specs import BenchmarkError, experiment_configs, experiment_plan, load_cohort_specs
 from kemm.model.run.registry import check_models
 from kemm.model.run.train import run_experiment
 
@@ -43,6 +43,7 @@ def run_benchmark(
     select: bool = False,
     stages: tuple[str, ...] = ("sources", "runs", "results"),
     profiles: list[str] | None = None,
+    rows: list[str] | None = None,
     command: str | None = None,
 ) -> Path:
     """Build sources, run every experiment (or, with ``select``, the nested design choice), write results.
@@ -77,6 +78,11 @@ def run_benchmark(
         return out_dir
     run_dirs: dict[str, dict[str, Path]] = {}
     settings: dict = {"command": command, "cohorts": [s.cohort for s in specs], "overrides": list(overrides or [])}
+    if rows:
+        known = {m.get("label") or m["name"] for _, ms in experiment_plan(bench_base) for m in ms}
+        unknown = sorted(set(rows) - known)
+        if unknown:
+            raise BenchmarkError(f"--rows: unknown row(s) {', '.join(unknown)}; rows: {', '.join(sorted(known))}")
     plans = {spec.cohort: experiment_configs(spec, bench_base, data_root, cache_dir, out_dir, overrides or [])
              for spec in specs}
     for cfgs in plans.values():  # every model name and hyperparameter, before anything trains
@@ -85,10 +91,11 @@ def run_benchmark(
     for spec in specs:
         run_dirs[spec.cohort] = {}
         for profile, cfg in plans[spec.cohort]:
-            if "runs" in stages and (profiles is None or profile in profiles):
-                log.info("cohort %s: profile %s (%d models)", spec.cohort, profile, len(cfg.models))
+            todo = cfg if not rows else cfg.model_copy(update={"models": [m for m in cfg.models if m.key in rows]})
+            if "runs" in stages and (profiles is None or profile in profiles) and todo.models:
+                log.info("cohort %s: profile %s (%d models)", spec.cohort, profile, len(todo.models))
                 tc = time.perf_counter()
-                run_experiment(cfg)
+                run_experiment(todo)
                 timings[f"{spec.cohort}/{profile}"] = round(time.perf_counter() - tc, 1)
             run_dirs[spec.cohort][profile] = Path(cfg.output_dir or cfg.run_dir)
             settings.setdefault("train", cfg.train.model_dump(mode="json", exclude={"progress", "num_threads"}))

@@ -307,6 +307,19 @@ def field_claims(output: dict[str, Any]) -> list[tuple[Claim, Any]]:
     return out
 
 
+def _is_node_total(c: Claim, payload: Any, totals: tuple[float, float]) -> bool:
+    """The station sums: a field's count (positive / examined), a statement's ``a/b`` or a bare number."""
+    if c.kind == "count" and c.where == "nodes_positive":
+        return payload == (totals[0],)
+    if c.kind == "count" and c.where == "nodes_examined":
+        return payload == (totals[1],)
+    if c.kind == "count":
+        return tuple(payload) == totals
+    if c.kind == "number":
+        return payload in totals
+    return False
+
+
 def check_output(output: dict[str, Any], source_text: str, facts: SourceFacts | None = None) -> list[Claim]:
     """Every claim of ``output`` with ``supported`` set against ``source_text``."""
     facts = facts or SourceFacts.from_text(source_text)
@@ -314,9 +327,7 @@ def check_output(output: dict[str, Any], source_text: str, facts: SourceFacts | 
     totals = facts.node_totals()
     for c, payload in field_claims(output):
         c.supported = check_claim(c, facts, payload)
-        if not c.supported and c.kind == "count" and totals is not None:
-            total = totals[0] if c.where == "nodes_positive" else totals[1]
-            if payload == (total,):
-                c.kind, c.supported = "node_total", True  # a derived total, verified by arithmetic
+        if not c.supported and totals is not None and _is_node_total(c, payload, totals):
+            c.kind, c.supported = "node_total", True  # a derived total, verified by arithmetic
         claims.append(c)
     return claims

@@ -152,6 +152,8 @@ def test_node_totals_over_stations_are_their_own_claim_kind_checked_by_arithmeti
     base = dict(VALID_REPORT, key_statements=[], summary="Nothing stated.")
     got = {c.where: (c.kind, c.supported) for c in check_output(dict(base, nodes_positive=8, nodes_examined=28), text)}
     assert got["nodes_positive"] == ("node_total", True) and got["nodes_examined"] == ("node_total", True)
+    said = check_output(dict(base, key_statements=["8/28 lymph nodes positive."]), text)
+    assert [(c.kind, c.supported) for c in said if c.where == "key_statements[0]"] == [("node_total", True)]
     wrong = {c.where: (c.kind, c.supported) for c in check_output(dict(base, nodes_positive=9, nodes_examined=28), text)}
     assert wrong["nodes_positive"] == ("count", False)  # a total that is not the sum stays unsupported
     stated = {c.where: (c.kind, c.supported) for c in check_output(dict(base, nodes_positive=3, nodes_examined=11), text)
