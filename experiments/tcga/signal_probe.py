@@ -52,8 +52,8 @@ K_TEXT, K_EMB, K_GEN, L1_RATIO, N_ALPHAS, INNER = 50, 20, 20, 0.5, 10, 2
 SHARED_SETS = ["age", "age+text", "age+text+genomics"]
 SOURCE_SETS = ["fields", "field_tokens", "embedding", "age+fields", "age+field_tokens", "age+embedding"]
 # The benchmark rows compared with the probes (labels of the current base.yaml), when folds.csv has them.
-NEURAL = ["kemm_noknow", "kemm@llm", "kemm@rules", "kemm@fields", "kemm@fields_stmts", "kemm_nested",
-          "text@llm", "text@fields", "coxph", "coxph_rules", "coxph_text_genomics"]
+NEURAL = ["kemm_noknow", "kemm_noknow@ens3", "kemm", "kemm@ens3", "kemm_nested", "kemm@llm", "text", "text@ens3",
+          "text_nested", "coxph", "coxph_rules", "coxph_text_genomics"]
 GAP = 0.03  # a difference of mean C counts as clear above this (5-fold std is ~0.03-0.08)
 CHANCE = 0.55  # a bare feature set below this carries little signal
 
@@ -242,8 +242,10 @@ def _ms(x: pd.Series) -> str:
     return f"{x.mean():.3f} ± {x.std(ddof=1):.3f}" if len(x) > 1 else "—"
 
 
-# source -> (the neural text-only model reading it, the linear probe on the same tokens)
-PROBE_OF = {"rules": ("text@fields", "field_tokens"), "llm": ("text@llm", "embedding")}
+# source -> (the neural text-only models reading it, first found, and the linear probe on the same tokens).
+# `text` / `text@ens3` read the rules source's field tokens + statements + grounded PBK (profile fields_stmts);
+# no benchmark row reads the llm source with the text-only model.
+PROBE_OF = {"rules": (("text_nested", "text@ens3", "text"), "field_tokens"), "llm": ((), "embedding")}
 
 
 def stage_lost(m: dict[str, float], nn: dict[str, float], kind: str) -> tuple[str, str]:
@@ -256,9 +258,10 @@ def stage_lost(m: dict[str, float], nn: dict[str, float], kind: str) -> tuple[st
         return "missing from the knowledge content", f"{nums}; age+text − age {gain:+.3f}: {where}"
     if f >= CHANCE and max(t, e) < f - GAP:
         return "lost by the encoder", nums
-    neural, probe = PROBE_OF[kind]
-    if neural not in nn:
-        return "not lost up to the encoder (model not compared: no benchmark rows)", nums
+    rows, probe = PROBE_OF[kind]
+    neural = next((r for r in rows if r in nn), None)
+    if neural is None:
+        return "not lost up to the encoder (model not compared: no text-only row reads this source)", nums
     lin = m[f"{probe}:{kind}"]
     if nn[neural] < lin - GAP:
         return "lost by the model", f"{nums}; {neural} {nn[neural]:.3f} vs linear {lin:.3f}"
@@ -292,8 +295,8 @@ PROTOCOL = [
     f"report (sublinear tf, min_df 3, max_df 0.95, 5000 terms) -> TruncatedSVD {K_TEXT}; fields = the source's "
     "validated covariates (`kemm.knowledge.report_covariates`: stage, grade, pT, pN, pM, nodes, size, margin, LVI, "
     f"PNI; median + missing indicator); embedding = the source's mean {ENCODER} statement embedding -> PCA {K_EMB}; "
-    f"field_tokens = mean embedding of the derived `<source>-fields` source (fields-v1: one sentence per validated "
-    f"field, the tokens `kemm@fields` and `text@fields` read) -> PCA {K_EMB}; genomics = MCAT signature columns -> "
+    f"field_tokens = mean embedding of the derived `<source>-fields` source (fields-v2: one sentence per validated "
+    f"field, the tokens `kemm` and `text` read beside the statements) -> PCA {K_EMB}; genomics = MCAT signature columns -> "
     f"PCA {K_GEN}. `age+text+genomics` is the probe's version of the benchmark's `coxph_text_genomics`.",
     "- C-index = Harrell's (`concordance_index_censored`, higher risk = earlier event); mean ± sample std over the 5 "
     "folds. `:rules` / `:llm` = knowledge source; rows without a suffix do not use one. Per-fold values: "
@@ -319,7 +322,8 @@ def write_md(out: Path, folds: pd.DataFrame, cov: pd.DataFrame, neural: pd.DataF
           f"Per source, the first stage where the signal drops (a gap counts above {GAP} C; 'little signal' = below "
           f"{CHANCE}): content = max(fields, field tokens, statements) < {CHANCE}; encoder = fields ≥ {CHANCE} but "
           "both embeddings more than the gap below them; model = the neural text-only model reading the source "
-          "(`text@fields` for rules: field tokens + grounded PBK; `text@llm` for llm: statements + static PBK) "
+          "(for rules: `text_nested`, else `text@ens3`, else `text`, which read field tokens + statements + grounded PBK; "
+          "no text-only row reads the llm source) "
           "more than the gap below the linear probe on the same tokens.", ""]
     for c in cohorts:
         nn = neural[c].dropna().to_dict() if c in neural else {}

@@ -115,17 +115,21 @@ class OpenAIBackend:
         """Stop before anything is written when the server cannot be reached at all (connection
         refused, unknown host, no answer): BackendError naming the URL. A server that answers, even
         with an HTTP error on ``/models`` (not every server lists models), passes."""
-        import httpx  # lazy: comes with the optional langchain-openai extra (openai depends on it)
+        import openai  # lazy: comes with the optional langchain-openai extra
 
-        url = f"{self.base_url}/models"
+        client = openai.OpenAI(base_url=self.base_url, api_key=os.environ.get(self.api_key_env) or "EMPTY",
+                               timeout=min(self.timeout, 10.0), max_retries=0)
         try:
-            httpx.get(url, timeout=min(self.timeout, 10.0),
-                      headers={"Authorization": f"Bearer {os.environ.get(self.api_key_env, 'EMPTY')}"})
-        except httpx.TransportError as e:
+            client.models.list()
+        except (openai.APIConnectionError, openai.APITimeoutError) as e:  # nothing answered at that address
             raise BackendError(
-                f"--base-url {self.base_url}: cannot reach the OpenAI-compatible server ({type(e).__name__}: {e}); "
+                f"--base-url {self.base_url}: cannot reach the OpenAI-compatible server ({_describe_error(e)}); "
                 "is it running (e.g. `vllm serve MODEL --port 8000`) and is the URL right?"
             ) from None
+        except openai.APIError:
+            pass  # it answered (an HTTP error on /models is fine: not every server lists models)
+        finally:
+            client.close()
 
     # -- helpers -----------------------------------------------------------------
 
