@@ -24,6 +24,8 @@ from kemm.benchmark.results import paired_tests, published_folds, write_results
 from kemm.benchmark.selection import choose, render_selection, run_selection, selection_groups
 from kemm.benchmark.sources import build_sources
 from kemm.benchmark.specs import BenchmarkError, experiment_configs, load_cohort_specs
+from kemm.model.run.config import ExperimentConfig
+from kemm.model.run.executor import run_on_ray
 from kemm.model.run.registry import check_models
 from kemm.model.run.train import run_experiment
 
@@ -44,12 +46,16 @@ def run_benchmark(
     stages: tuple[str, ...] = ("sources", "runs", "results"),
     profiles: list[str] | None = None,
     command: str | None = None,
+    executor: str = "serial",
+    address: str | None = None,
 ) -> Path:
     """Build sources, run every experiment (or, with ``select``, the nested design choice), write results.
 
     Without ``out_dir``, a run with ``overrides`` or a ``cohorts`` subset writes to ``runs/benchmark``
     (never over the committed results in ``exp_dir``); only a full default run writes to ``exp_dir``.
-    ``command`` is the exact command line, named in RESULTS.md.
+    ``command`` is the exact command line, named in RESULTS.md. ``executor="ray"`` runs every
+    (cohort/profile, model, fold) of the runs stage as one Ray task (``kemm.model.run.executor``;
+    ``address``: the cluster); the nested selection (``select``) runs here.
     """
     exp_dir, data_root = Path(exp_dir), Path(data_root)
     if not data_root.is_dir():
@@ -82,16 +88,24 @@ def run_benchmark(
     for cfgs in plans.values():  # every model name and hyperparameter, before anything trains
         for _, cfg in cfgs:
             check_models(cfg)
+    on_ray: list[tuple[str, ExperimentConfig]] = []
     for spec in specs:
         run_dirs[spec.cohort] = {}
         for profile, cfg in plans[spec.cohort]:
             if "runs" in stages and (profiles is None or profile in profiles):
-                log.info("cohort %s: profile %s (%d models)", spec.cohort, profile, len(cfg.models))
-                tc = time.perf_counter()
-                run_experiment(cfg)
-                timings[f"{spec.cohort}/{profile}"] = round(time.perf_counter() - tc, 1)
+                if executor == "ray":
+                    on_ray.append((f"{spec.cohort}/{profile}", cfg))
+                else:
+                    log.info("cohort %s: profile %s (%d models)", spec.cohort, profile, len(cfg.models))
+                    tc = time.perf_counter()
+                    run_experiment(cfg)
+                    timings[f"{spec.cohort}/{profile}"] = round(time.perf_counter() - tc, 1)
             run_dirs[spec.cohort][profile] = Path(cfg.output_dir or cfg.run_dir)
             settings.setdefault("train", cfg.train.model_dump(mode="json", exclude={"progress", "num_threads"}))
+    if on_ray:  # every fold run of every experiment at once: the cluster is never idle between cohorts
+        log.info("%d experiments (cohort/profile) on Ray", len(on_ray))
+        swept = run_on_ray([cfg for _, cfg in on_ray], address=address)
+        timings.update({name: s for (name, _), s in zip(on_ray, swept.seconds)})
     if "results" in stages:
         derived = Path(derived_root) if derived_root else data_root.parent / "derived"
         write_results(out_dir, specs, run_dirs, derived, timings, bench_base, settings)
