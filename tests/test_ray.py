@@ -23,6 +23,7 @@ from kemm.knowledge.generate.prompts import load_prompt
 from kemm.knowledge.store.cache import SourceCache
 from kemm.knowledge.store.inputs import read_reports
 from kemm.model.data.synthetic import make_synthetic_cohort, truth_knowledge
+from kemm.model.errors import DataError
 from kemm.model.run.config import dump_config, parse_config
 from kemm.model.run.executor import run_on_ray
 from kemm.model.run.train import run_experiment
@@ -139,6 +140,14 @@ def test_interrupted_serial_run_resumes_on_ray_at_the_same_folds(cluster, syn, s
     assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "a" / "folds").rglob("*") if p.is_file()}
 
 
+def test_a_fold_error_on_a_worker_is_the_serial_one_line_error(cluster, tmp_path):
+    bad = make_synthetic_cohort(tmp_path / "syn", n_patients=40, seed=1, patches=(5, 10), wsi_dim=8)
+    feats = sorted(bad.features_dir.rglob("*.pt"))
+    torch.save(torch.full((5, 8), float("nan")), feats[-1])  # read on the worker, when the fold loads that bag
+    with pytest.raises(DataError, match="non-finite"):
+        run_on_ray([_cfg(bad, tmp_path / "run", ["abmil"])])
+
+
 def test_kemm_train_executor_ray_cli(cluster, syn, tmp_path):
     from kemm.cli import app
 
@@ -150,6 +159,8 @@ def test_kemm_train_executor_ray_cli(cluster, syn, tmp_path):
     assert bad.exit_code == 2 and "--executor 'dask'" in bad.output and "Traceback" not in bad.output
     bad = CliRunner().invoke(app, ["train", str(tmp_path / "c.yaml"), "--address", "auto"])
     assert bad.exit_code == 2 and "--executor ray" in bad.output
+    bad = CliRunner().invoke(app, ["benchmark", "experiments/tcga", "--data-root", str(tmp_path), "--executor", "dask"])
+    assert bad.exit_code == 2 and "--executor 'dask'" in bad.output and "Traceback" not in bad.output
 
 
 # -- knowledge generation -------------------------------------------------------------------

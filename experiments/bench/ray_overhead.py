@@ -5,7 +5,7 @@
 
 Figures (each arm on the same inputs, back to back, 1 torch thread):
 
-1. training: a synthetic cohort, 5 folds x (kemm, kemm_noknow, snn, coxph), serial ``run_experiment``
+1. training (key ``training_epochs<E>``): a synthetic cohort, 5 folds x (kemm, kemm_noknow, snn, coxph), serial ``run_experiment``
    vs ``run_on_ray`` on a local cluster of ``--cpus`` CPUs; the cluster start is timed on its own;
    results are checked equal (predictions.csv byte for byte).
 2. knowledge: the rules backend over ``--reports`` synthetic reports, serial ``build`` vs
@@ -99,6 +99,7 @@ def _write_reports(path: Path, n: int) -> None:
 def knowledge(work: Path, n_reports: int, replicas: list[int]) -> dict:
     import ray
 
+    work.mkdir(parents=True, exist_ok=True)
     reports = work / "reports.csv"
     _write_reports(reports, n_reports)
     t0 = time.perf_counter()
@@ -154,7 +155,8 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=200)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--reports", type=int, default=2000)
-    ap.add_argument("--report-dir", type=Path, default=ROOT.parent / "shared" / "data" / "raw" / "tcga-path-report" / "Reports")
+    shared = Path(os.environ.get("KEMM_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    ap.add_argument("--report-dir", type=Path, default=shared / "raw" / "tcga-path-report" / "Reports")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("ray_overhead.json"))
     ap.add_argument("--only", default="training,knowledge,tokens")
     args = ap.parse_args()
@@ -169,16 +171,25 @@ def main() -> None:
     try:
         only = set(args.only.split(","))
         if "training" in only:
-            res["training"] = training(work / "train", [int(c) for c in args.cpus.split(",")], args.patients, args.epochs)
+            res[f"training_epochs{args.epochs}"] = training(work / "train", [int(c) for c in args.cpus.split(",")], args.patients, args.epochs)
+            _save(res, args.out)  # after every figure: a crash keeps what was measured
         if "knowledge" in only:
             res["knowledge"] = knowledge(work / "know", args.reports, [1, 2])
-        if "tokens" in only and args.report_dir.is_dir():
-            res["report_tokens"] = report_tokens(args.report_dir)
+            _save(res, args.out)
+        if "tokens" in only:
+            if args.report_dir.is_dir():
+                res["report_tokens"] = report_tokens(args.report_dir)
+            else:
+                print(f"no {args.report_dir}: tokens per report not measured (set --report-dir or KEMM_SHARED_DATA)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    res["environment"]["loadavg_end"] = os.getloadavg()
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    _save(res, args.out)
     print(json.dumps(res, indent=2))
+
+
+def _save(res: dict, out: Path) -> None:
+    res["environment"]["loadavg_end"] = os.getloadavg()
+    out.write_text(json.dumps(res, indent=2) + "\n")
 
 
 if __name__ == "__main__":

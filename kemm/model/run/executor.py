@@ -164,7 +164,7 @@ class _Sweep:
             if isinstance(cause, ModelError):
                 raise cause from None  # the one-line error the serial run gives
             if cause is not e:
-                raise cause
+                raise  # a bug: Ray's error carries the task's own traceback
             first = (str(e).strip().splitlines() or [""])[0]
             raise RunError(f"{exp.run.root}: model {key!r} fold {k}: the Ray task failed ({type(e).__name__}: "
                            f"{first}); run the same command again to resume at the unfinished folds") from None
