@@ -27,6 +27,7 @@ from kemm.knowledge import KnowledgeError
 from kemm.model.errors import ModelError
 from kemm.model.run.config import ModelEntry, load_config
 from kemm.model.run.evaluate import LABELS, METRICS, load_run, partial_run_warning, summarize_run
+from kemm.model.run.executor import EXECUTORS, run_on_ray
 from kemm.model.run.explain import CaseExplanation, cohort_summary, explain_all, explain_case, open_run, write_case, write_cohort
 from kemm.model.run.predict import predict_run
 from kemm.model.run.rundir import RunDir
@@ -84,7 +85,8 @@ def _cell(v) -> str:
 
 
 def _run(config: Path, overrides: list[str], output_dir: Optional[Path], restart: bool, models: Optional[str], quiet: bool,
-         data_root: Optional[Path] = None) -> Path:
+         data_root: Optional[Path] = None, executor: str = "serial", address: Optional[str] = None) -> Path:
+    _check_executor(executor, address)
     ov = list(overrides)
     if output_dir is not None:
         ov.append(f"output_dir={output_dir}")
@@ -96,6 +98,8 @@ def _run(config: Path, overrides: list[str], output_dir: Optional[Path], restart
             keep = [s.strip() for s in models.split(",") if s.strip()]
             by_key = {m.key: m for m in cfg.models}
             cfg.models = [by_key.get(k) or ModelEntry(name=k) for k in keep]
+        if executor == "ray":
+            return run_on_ray([cfg], address=address, restart=restart).run_dirs[0]
         return run_experiment(cfg, restart=restart)
     except ModelError as e:
         fail(str(e))
@@ -104,7 +108,18 @@ def _run(config: Path, overrides: list[str], output_dir: Optional[Path], restart
     raise AssertionError  # pragma: no cover
 
 
+def _check_executor(executor: str, address: Optional[str]) -> None:
+    if executor not in EXECUTORS:
+        fail(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+    if address is not None and executor != "ray":
+        fail("--address names a Ray cluster: use it with --executor ray")
+
+
 SetOpt = typer.Option([], "--set", help="Override a config key, e.g. --set train.epochs=5 (repeatable).")
+ExecutorOpt = typer.Option("serial", "--executor", help="serial (default): fold runs one after another in this process; "
+                           "ray: each (model, fold) a Ray task (pip install 'kemm[ray]').")
+AddressOpt = typer.Option(None, "--address", help="With --executor ray: the Ray cluster, e.g. auto (this node's, after "
+                          "`ray start`) or HOST:6379 [default: a local cluster for this command].")
 DataRootOpt = typer.Option(None, "--data-root", help="Folder that {data_root} in the config stands for, e.g. ../shared/data/raw "
                            "(or set $KEMM_DATA_ROOT).")
 
@@ -134,10 +149,12 @@ def train(
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Run directory [default: config output_dir or runs/<name>]."),
     restart: bool = typer.Option(False, "--restart", help="Discard finished folds of this run directory."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    executor: str = ExecutorOpt,
+    address: Optional[str] = AddressOpt,
 ) -> None:
     """Cross-validated training of every model of a config; resumes an interrupted run."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    run_dir = _run(config, set_, output_dir, restart, None, quiet, data_root)
+    run_dir = _run(config, set_, output_dir, restart, None, quiet, data_root, executor, address)
     print_results(run_dir)
 
 
@@ -150,6 +167,8 @@ def ablate(
     output_dir: Optional[Path] = typer.Option(None, "--output-dir"),
     restart: bool = typer.Option(False, "--restart"),
     quiet: bool = typer.Option(False, "--quiet"),
+    executor: str = ExecutorOpt,
+    address: Optional[str] = AddressOpt,
 ) -> None:
     """Run an ablation: the config's models (or --models) on the same folds, one table.
 
@@ -157,7 +176,7 @@ def ablate(
     with another --output-dir.
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    run_dir = _run(config, set_, output_dir, restart, models, quiet, data_root)
+    run_dir = _run(config, set_, output_dir, restart, models, quiet, data_root, executor, address)
     print_results(run_dir, title=f"ablation ({run_dir})")
 
 
@@ -315,16 +334,19 @@ def benchmark(
     profiles: str = typer.Option("", "--profiles", help="Train only these knowledge profiles (comma-separated; default all)."),
     rows: str = typer.Option("", "--rows", help="Train only these rows (model labels, comma-separated; default all); "
                              "results are written from every row that has finished folds."),
+    executor: str = ExecutorOpt,
+    address: Optional[str] = AddressOpt,
 ) -> None:
     """Real TCGA benchmark: knowledge from real reports; KEMM, ablations and baselines on the published splits."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _check_executor(executor, address)
     try:
         out = run_benchmark(exp_dir, data_root, out_dir=out_dir, cache_dir=cache_dir,
                             cohorts=[c for c in cohorts.split(",") if c] or None, overrides=override,
                             select=select, stages=tuple(x for x in stages.split(",") if x),
                             profiles=[p for p in profiles.split(",") if p] or None,
                             rows=[r for r in rows.split(",") if r] or None,
-                            command=shlex.join(["kemm", *sys.argv[1:]]))
+                            command=shlex.join(["kemm", *sys.argv[1:]]), executor=executor, address=address)
     except (BenchmarkError, KnowledgeError, ModelError) as e:
         fail(str(e))
     typer.echo(f"results: {out / ('SELECTION.md' if select else 'RESULTS.md')}")

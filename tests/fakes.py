@@ -101,3 +101,30 @@ class HashEncoder:
     @property
     def n_encoded(self) -> int:
         return sum(len(c) for c in self.calls)
+
+
+class AttemptScriptedBackend:
+    """Like ``ScriptedBackend`` but with no state: the answer depends only on the request (its case
+    id and attempt number, read from the conversation's length), so engine replicas that each hold
+    one instance answer a retried request exactly as a single instance would."""
+
+    name = "attempt-scripted"
+
+    def __init__(self, script: dict[str, list[str]] | None = None, model_id: str = "attempt-scripted-1"):
+        self.script = script or {}
+        self.model_id = model_id
+
+    def generate(self, requests, schema, sampling):
+        out = []
+        for r in requests:
+            cid = r.inputs.get("case_id") or r.inputs.get("cancer_type")
+            seq = self.script.get(cid, [json.dumps(VALID_REPORT)])
+            attempt = (len(r.messages) - 2) // 2  # system + user, then assistant + feedback per retry
+            out.append(GenerationResult(text=seq[min(attempt, len(seq) - 1)], finish_reason="stop", latency_s=0.001))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "model_revision": "r1"}
+
+    def close(self) -> None:
+        pass

@@ -24,12 +24,31 @@ from kemm.benchmark.results import paired_tests, published_folds, write_results
 from kemm.benchmark.selection import choose, render_selection, run_selection, selection_groups
 from kemm.benchmark.sources import build_sources
 from kemm.benchmark.specs import BenchmarkError, experiment_configs, experiment_plan, load_cohort_specs
+from kemm.model.run.config import ExperimentConfig
+from kemm.model.run.executor import run_on_ray
 from kemm.model.run.registry import check_models
 from kemm.model.run.train import run_experiment
 
 __all__ = ["BenchmarkError", "load_cohort_specs", "paired_tests", "published_folds", "run_benchmark"]
 log = logging.getLogger(__name__)
 TRIAL_OUT = Path("runs/benchmark")  # where a run with overrides or a cohort subset goes unless --out is given
+
+
+def _write_selection(inner, bench_base: dict, out_dir: Path) -> None:
+    groups = selection_groups(bench_base)
+    choice = choose(inner, groups)
+    inner.to_csv(out_dir / "selection_inner.csv", index=False)
+    choice.to_csv(out_dir / "selection.csv", index=False)
+    atomic_write_text(out_dir / "SELECTION.md", render_selection(inner, choice, groups))
+
+
+def _check_rows(bench_base: dict, rows: list[str] | None) -> None:
+    """``--rows`` names only rows of ``benchmark.experiments`` (BenchmarkError listing them)."""
+    if rows:
+        known = {m.get("label") or m["name"] for _, ms in experiment_plan(bench_base) for m in ms}
+        unknown = sorted(set(rows) - known)
+        if unknown:
+            raise BenchmarkError(f"--rows: unknown row(s) {', '.join(unknown)}; rows: {', '.join(sorted(known))}")
 
 
 def run_benchmark(
@@ -45,12 +64,16 @@ def run_benchmark(
     profiles: list[str] | None = None,
     rows: list[str] | None = None,
     command: str | None = None,
+    executor: str = "serial",
+    address: str | None = None,
 ) -> Path:
     """Build sources, run every experiment (or, with ``select``, the nested design choice), write results.
 
     Without ``out_dir``, a run with ``overrides`` or a ``cohorts`` subset writes to ``runs/benchmark``
     (never over the committed results in ``exp_dir``); only a full default run writes to ``exp_dir``.
-    ``command`` is the exact command line, named in RESULTS.md.
+    ``command`` is the exact command line, named in RESULTS.md. ``executor="ray"`` runs every
+    (cohort/profile, model, fold) of the runs stage as one Ray task (``kemm.model.run.executor``;
+    ``address``: the cluster); the nested selection (``select``) runs here.
     """
     exp_dir, data_root = Path(exp_dir), Path(data_root)
     if not data_root.is_dir():
@@ -69,36 +92,36 @@ def run_benchmark(
         build_sources(specs, bench_base, data_root, cache_dir)
         timings["knowledge_s"] = round(time.perf_counter() - t0, 1)
     if select:
-        inner = run_selection(specs, bench_base, data_root, cache_dir, out_dir, overrides or [])
-        groups = selection_groups(bench_base)
-        choice = choose(inner, groups)
-        inner.to_csv(out_dir / "selection_inner.csv", index=False)
-        choice.to_csv(out_dir / "selection.csv", index=False)
-        atomic_write_text(out_dir / "SELECTION.md", render_selection(inner, choice, groups))
+        _write_selection(run_selection(specs, bench_base, data_root, cache_dir, out_dir, overrides or []),
+                         bench_base, out_dir)
         return out_dir
     run_dirs: dict[str, dict[str, Path]] = {}
     settings: dict = {"command": command, "cohorts": [s.cohort for s in specs], "overrides": list(overrides or [])}
-    if rows:
-        known = {m.get("label") or m["name"] for _, ms in experiment_plan(bench_base) for m in ms}
-        unknown = sorted(set(rows) - known)
-        if unknown:
-            raise BenchmarkError(f"--rows: unknown row(s) {', '.join(unknown)}; rows: {', '.join(sorted(known))}")
+    _check_rows(bench_base, rows)
     plans = {spec.cohort: experiment_configs(spec, bench_base, data_root, cache_dir, out_dir, overrides or [])
              for spec in specs}
     for cfgs in plans.values():  # every model name and hyperparameter, before anything trains
         for _, cfg in cfgs:
             check_models(cfg)
+    on_ray: list[tuple[str, ExperimentConfig]] = []
     for spec in specs:
         run_dirs[spec.cohort] = {}
         for profile, cfg in plans[spec.cohort]:
             todo = cfg if not rows else cfg.model_copy(update={"models": [m for m in cfg.models if m.key in rows]})
             if "runs" in stages and (profiles is None or profile in profiles) and todo.models:
-                log.info("cohort %s: profile %s (%d models)", spec.cohort, profile, len(todo.models))
-                tc = time.perf_counter()
-                run_experiment(todo)
-                timings[f"{spec.cohort}/{profile}"] = round(time.perf_counter() - tc, 1)
+                if executor == "ray":
+                    on_ray.append((f"{spec.cohort}/{profile}", todo))
+                else:
+                    log.info("cohort %s: profile %s (%d models)", spec.cohort, profile, len(todo.models))
+                    tc = time.perf_counter()
+                    run_experiment(todo)
+                    timings[f"{spec.cohort}/{profile}"] = round(time.perf_counter() - tc, 1)
             run_dirs[spec.cohort][profile] = Path(cfg.output_dir or cfg.run_dir)
             settings.setdefault("train", cfg.train.model_dump(mode="json", exclude={"progress", "num_threads"}))
+    if on_ray:  # every fold run of every experiment at once: the cluster is never idle between cohorts
+        log.info("%d experiments (cohort/profile) on Ray", len(on_ray))
+        swept = run_on_ray([cfg for _, cfg in on_ray], address=address)
+        timings.update({name: s for (name, _), s in zip(on_ray, swept.seconds)})
     if "results" in stages:
         derived = Path(derived_root) if derived_root else data_root.parent / "derived"
         write_results(out_dir, specs, run_dirs, derived, timings, bench_base, settings)

@@ -8,7 +8,9 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+from kemm.knowledge.generate.backends.base import BackendError
 from kemm.knowledge.generate.backends.registry import create_backend
+from kemm.knowledge.generate.backends.replicas import RayReplicas
 from kemm.knowledge.generate.backends.rules import pbk_cancer_types
 from kemm.knowledge.generate.build import BuildSummary, build
 from kemm.knowledge.store.cache import SourceCache, default_cache_dir
@@ -41,11 +43,21 @@ def run_task(
     on_total: Callable[[int], None] | None = None,
     extra_provenance: dict[str, Any] | None = None,
     sectioning: str | None = None,
+    executor: str = "serial",
+    address: str | None = None,
+    replicas: int = 1,
+    gpus_per_replica: float | None = None,
 ) -> BuildSummary:
     """Run ``task`` over ``inputs`` into ``source``.  ``prompt_version`` None: v1 for the
     rules backend, the highest for LLM backends (``prompts.default_version``).
     ``sectioning`` (refine_report): ``auto`` (default: sections for LLM backends, not for
-    rules), a version, or ``none``."""
+    rules), a version, or ``none``. ``executor="ray"``: the backend runs as ``replicas`` engine
+    actors on the Ray cluster at ``address`` (``backends/replicas.py``); this process validates,
+    repairs and writes the cache as a serial build does."""
+    if executor not in ("serial", "ray"):
+        raise BackendError(f"--executor {executor!r}: expected serial or ray")
+    if executor != "ray" and (address is not None or replicas != 1):
+        raise BackendError("--address and --replicas place engine replicas on a Ray cluster: use them with --executor ray")
     if prompt_version is None:
         prompt_version = default_version(task, backend, prompts_dir)
     prompt = load_prompt(task, prompt_version, prompts_dir)
@@ -56,7 +68,11 @@ def run_task(
     if backend == "rules":
         max_attempts = 1  # deterministic: a second attempt gives the same answer
     cache = SourceCache(cache_dir or default_cache_dir(), source)
-    be = create_backend(backend, **{k: v for k, v in (backend_options or {}).items() if v is not None})
+    options = {k: v for k, v in (backend_options or {}).items() if v is not None}
+    if executor == "ray":
+        be = RayReplicas(backend, options, replicas=replicas, address=address, gpus_per_replica=gpus_per_replica)
+    else:
+        be = create_backend(backend, **options)
     if hasattr(be, "preflight"):
         try:
             be.preflight()  # e.g. an unreachable server: stop before the cache is touched

@@ -32,6 +32,15 @@ def _parse_sampling(items: list[str]) -> dict:
     return out_
 
 
+ExecutorOpt = typer.Option("serial", "--executor", help="serial (default): the engine in this process; ray: --replicas "
+                           "engine actors on a Ray cluster, this process validating and writing the cache.")
+AddressOpt = typer.Option(None, "--address", help="With --executor ray: the Ray cluster, e.g. auto (this node's, after "
+                          "`ray start`) or HOST:6379 [default: a local cluster for this command].")
+ReplicasOpt = typer.Option(1, "--replicas", min=1, help="With --executor ray: engine replicas (one model each).")
+GpusOpt = typer.Option(None, "--gpus-per-replica", min=0, help="With --executor ray: GPUs per replica [default: vllm "
+                       "--tensor-parallel-size, transformers on cuda 1, else 0].")
+
+
 @app.command()
 def build(
     task: str = typer.Argument(..., help="refine_report | pbk"),
@@ -65,19 +74,14 @@ def build(
     dry_run: bool = typer.Option(False, "--dry-run", help="Render the prompts, print the first, call no model."),
     sectioning: str = typer.Option("auto", "--sectioning", help="refine_report: auto (LLM backends: sections-v1; rules: none) | sections-v1 | none."),
     cache_dir: Optional[Path] = CacheDirOpt,
+    executor: str = ExecutorOpt,
+    address: Optional[str] = AddressOpt,
+    replicas: int = ReplicasOpt,
+    gpus_per_replica: Optional[float] = GpusOpt,
 ) -> None:
     """Run a knowledge task into a cached source (resumable; a rebuild generates nothing)."""
     try:
-        if task == "refine_report":
-            if not reports:
-                fail("refine_report needs --reports FILE (CSV or JSONL)")
-            inputs = api.report_inputs(reports, id_column, text_column, cancer_type, encoding)
-        elif task == "pbk":
-            if not cancer_types:
-                fail("pbk needs --cancer-types, e.g. --cancer-types BLCA,LUAD")
-            inputs = cancer_type_inputs([c for c in cancer_types.split(",") if c.strip()])
-        else:
-            fail(f"unknown task {task!r}; tasks: refine_report, pbk")
+        inputs = _task_inputs(task, reports, cancer_types, id_column, text_column, cancer_type, encoding)
         version = prompt_version if prompt_version is not None else default_version(task, backend, prompts_dir)
         prompt = load_prompt(task, version, prompts_dir)
         overrides = _parse_sampling(sampling)
@@ -102,14 +106,27 @@ def build(
                 task, inputs, source, backend, cdir, backend_options=options,
                 prompt_version=prompt_version, prompts_dir=prompts_dir, sampling_overrides=overrides,
                 batch_size=batch_size, max_attempts=max_attempts, limit=limit, sectioning=sectioning,
-                progress=lambda n: prog.advance(tid, n),
-                on_total=lambda n: prog.update(tid, total=n),
+                executor=executor, address=address, replicas=replicas, gpus_per_replica=gpus_per_replica,
+                progress=lambda n: prog.advance(tid, n), on_total=lambda n: prog.update(tid, total=n),
             )
     except (InputError, PromptError, CacheError, BackendError, ValueError) as e:
         fail(str(e))
     except OSError as e:
         fail(f"I/O error: {e}", 1)
     _print_summary(task, source, summary)
+
+
+def _task_inputs(task: str, reports: list[Path], cancer_types: str, id_column: str, text_column: str,
+                 cancer_type: str | None, encoding: str) -> list[TaskInput]:
+    if task == "refine_report":
+        if not reports:
+            fail("refine_report needs --reports FILE (CSV or JSONL)")
+        return api.report_inputs(reports, id_column, text_column, cancer_type, encoding)
+    if task == "pbk":
+        if not cancer_types:
+            fail("pbk needs --cancer-types, e.g. --cancer-types BLCA,LUAD")
+        return cancer_type_inputs([c for c in cancer_types.split(",") if c.strip()])
+    fail(f"unknown task {task!r}; tasks: refine_report, pbk")
 
 
 def _print_dry_run(prompt: Prompt, inputs: list[TaskInput], overrides: dict[str, Any], limit: int | None) -> None:

@@ -7,8 +7,10 @@ earlier failures, torn lines) is generated and appended.
 from __future__ import annotations
 
 import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from collections.abc import Callable
 from typing import Any
 
 from kemm.knowledge.generate.backends.base import Backend, GenerationRequest
@@ -102,9 +104,9 @@ def build(
                 progress(1)
         # Longest reports first: similar lengths share a batch (less padding), memory peaks early.
         gen = sorted([(i, k) for i, k in todo if not i.skip_reason], key=lambda ik: -len(ik[0].key_text))
-        for start in range(0, len(gen), batch_size):
-            chunk = gen[start : start + batch_size]
-            _generate_chunk(chunk, prompt, backend, sampling, max_attempts, w, summary)
+        chunks = [gen[start : start + batch_size] for start in range(0, len(gen), batch_size)]
+        for chunk, reqs, outcomes in _chunk_outcomes(chunks, prompt, backend, sampling, max_attempts):
+            _append_chunk(chunk, reqs, outcomes, w, summary)
             if progress:
                 progress(len(chunk))
     last = {"at": now_iso(), **{k: v for k, v in summary.as_dict().items() if k != "failures"}}
@@ -140,11 +142,45 @@ def _todo(identity: dict[str, Any], inputs: list[TaskInput], cache: SourceCache,
     return todo
 
 
-def _generate_chunk(chunk: list[tuple[TaskInput, str]], prompt: Prompt, backend: Backend, sampling: dict[str, Any],
-                    max_attempts: int, w: RecordWriter, summary: BuildSummary) -> None:
-    """Generate one batch through the repair loop and append its records."""
+Chunk = list[tuple[TaskInput, str]]
+
+
+def _generate_chunk(chunk: Chunk, prompt: Prompt, backend: Backend, sampling: dict[str, Any],
+                    max_attempts: int) -> tuple[Chunk, list[GenerationRequest], list[Outcome]]:
+    """Render one batch and run it through the repair loop."""
     reqs = [GenerationRequest(messages=prompt.render(**inp.variables), inputs=inp.variables) for inp, _ in chunk]
-    outcomes = generate_validated(backend, reqs, prompt.schema, sampling, max_attempts)
+    return chunk, reqs, generate_validated(backend, reqs, prompt.schema, sampling, max_attempts)
+
+
+def _chunk_outcomes(chunks: list[Chunk], prompt: Prompt, backend: Backend, sampling: dict[str, Any],
+                    max_attempts: int) -> Iterator[tuple[Chunk, list[GenerationRequest], list[Outcome]]]:
+    """Each batch's requests and outcomes, in the order of ``chunks``.
+
+    A backend with ``parallel_batches`` > 1 (engine replicas, ``backends/replicas.py``) gets that many
+    batches at once, each through its own repair loop; at most twice that many are in flight, so an
+    interrupted build loses little finished work.
+    """
+    n = int(getattr(backend, "parallel_batches", 1) or 1)
+    if n <= 1:
+        for chunk in chunks:
+            yield _generate_chunk(chunk, prompt, backend, sampling, max_attempts)
+        return
+    pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="kemm-batch")
+    futures: deque[Future] = deque()
+    try:
+        for chunk in chunks:
+            futures.append(pool.submit(_generate_chunk, chunk, prompt, backend, sampling, max_attempts))
+            if len(futures) >= 2 * n:
+                yield futures.popleft().result()
+        while futures:
+            yield futures.popleft().result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _append_chunk(chunk: Chunk, reqs: list[GenerationRequest], outcomes: list[Outcome], w: RecordWriter,
+                  summary: BuildSummary) -> None:
+    """Append one batch's records (in the driver's thread: the writer and summary are not shared)."""
     for (inp, key), req, oc in zip(chunk, reqs, outcomes):
         w.append(_generated_record(inp, key, req, oc))
         summary.generated += 1

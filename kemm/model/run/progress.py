@@ -67,3 +67,54 @@ class FoldProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class SweepProgress:
+    """Progress of fold runs spread over workers (``--executor ray``): done / running / queued.
+
+    On a terminal one bar whose postfix says how many runs are running and queued; elsewhere
+    (logs, CI) a line at most every ``every_s`` seconds, and one when the sweep ends.
+
+    Args:
+        progress: ``train.progress``; False prints nothing.
+        stream: where it goes (stderr).
+        every_s: least seconds between two log lines.
+    """
+
+    def __init__(self, progress: bool, stream: TextIO | None = None, every_s: float = 30.0) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled, self.every_s = bool(progress), every_s
+        self.started = self.last_line = time.perf_counter()
+        self.total = self.done = self.finished_here = 0
+        self.bar = tqdm(total=0, desc="ray", dynamic_ncols=True, file=self.stream) \
+            if bars_on(progress, self.stream) else None
+
+    def add(self, total: int, done: int) -> None:
+        """An experiment joined the sweep: ``total`` fold runs, ``done`` of them finished earlier."""
+        self.total += total
+        self.done += done
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.update(done)
+
+    def update(self, running: int, queued: int, finished: int = 0, later: int = 0) -> None:
+        """``finished`` more fold runs are done; ``running`` and ``queued`` now; ``later`` experiments not yet loaded."""
+        self.done += finished
+        self.finished_here += finished
+        if self.bar is not None:
+            self.bar.update(finished)
+            self.bar.set_postfix(running=running, queued=queued, **({"experiments_left": later} if later else {}))
+            return
+        now = time.perf_counter()
+        if not self.enabled or not finished or (now - self.last_line < self.every_s and (running or queued or later)):
+            return
+        self.last_line = now
+        per = (now - self.started) / max(self.finished_here, 1)
+        more = f", {later} experiment(s) not yet loaded" if later else ""
+        print(f"ray: {self.done}/{self.total} fold runs done, {running} running, {queued} queued{more} "
+              f"({_duration(now - self.started)} elapsed, {_duration(per)} per fold run overall)",
+              file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

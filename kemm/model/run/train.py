@@ -322,15 +322,9 @@ def run_experiment(
     on_fold_done: Callable[[str, int, dict], None] | None = None,
 ) -> Path:
     """Run every (fold, model) not yet done, then write the summary artifacts. Returns the run dir."""
-    check_models(cfg)  # a typo in the last model must not surface after the others trained
-    set_threads(cfg.train.num_threads)
-    exp = prepare(cfg, report=report, pbk=pbk, restart=restart)
-    _check_resumable(exp)
-    todo = [(f, m) for f in exp.folds for m in exp.cfg.models]
-    pending = [(f, m) for f, m in todo if not exp.run.fold(m.key, f.k).done]
-    if len(pending) < len(todo):
-        log.info("resuming: %d of %d (fold, model) runs already done", len(todo) - len(pending), len(todo))
-    prog = FoldProgress(len(todo), len(todo) - len(pending), cfg.train.progress)
+    exp, pending = start_experiment(cfg, report=report, pbk=pbk, restart=restart)
+    total = len(exp.folds) * len(exp.cfg.models)
+    prog = FoldProgress(total, total - len(pending), cfg.train.progress)
     for f, m in pending:
         prog.start(f"{m.key} fold {f.k}")
         if on_fold_start:
@@ -340,6 +334,32 @@ def run_experiment(
         if on_fold_done:
             on_fold_done(m.key, f.k, rec)
     prog.close()
+    return finish_experiment(exp)
+
+
+def start_experiment(
+    cfg: ExperimentConfig,
+    report: TextTable | None = None,
+    pbk: TextTable | None = None,
+    restart: bool = False,
+) -> tuple[Experiment, list[tuple[Fold, ModelEntry]]]:
+    """Check, load and claim an experiment; its (fold, model) runs not yet done, in run order.
+
+    Shared by ``run_experiment`` and the Ray executor (``run/executor.py``), so both resume alike.
+    """
+    check_models(cfg)  # a typo in the last model must not surface after the others trained
+    set_threads(cfg.train.num_threads)
+    exp = prepare(cfg, report=report, pbk=pbk, restart=restart)
+    _check_resumable(exp)
+    todo = [(f, m) for f in exp.folds for m in exp.cfg.models]
+    pending = [(f, m) for f, m in todo if not exp.run.fold(m.key, f.k).done]
+    if len(pending) < len(todo):
+        log.info("resuming: %d of %d (fold, model) runs already done", len(todo) - len(pending), len(todo))
+    return exp, pending
+
+
+def finish_experiment(exp: Experiment) -> Path:
+    """The run-level outputs once every fold is done (summary artifacts, run.json status). Returns the run dir."""
     summarize_run(exp.run.root, exp.cfg)
     rj = exp.run.read_run_json()
     rj["status"] = "done"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kemm.model.run.progress import FoldProgress, bars_on
+from kemm.model.run.progress import FoldProgress, SweepProgress, bars_on
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -40,6 +40,36 @@ def test_terminal_gets_a_bar_and_quiet_gets_nothing():
     p = FoldProgress(total=2, done=0, progress=False, stream=s)
     p.finish("snn fold 0", 0.7)
     p.close()
+    assert s.getvalue() == ""
+
+
+def test_sweep_progress_in_a_log_is_a_line_per_interval_and_one_at_the_end():
+    s = io.StringIO()
+    p = SweepProgress(progress=True, stream=s, every_s=3600)
+    p.add(total=6, done=2)
+    p.update(running=2, queued=2, later=1)
+    p.update(running=2, queued=1, finished=1, later=1)  # within the interval: nothing
+    p.add(total=3, done=0)
+    p.update(running=2, queued=1, finished=3)
+    p.update(running=0, queued=0, finished=3)  # the end: always a line
+    p.close()
+    lines = s.getvalue().splitlines()
+    assert len(lines) == 1 and "\r" not in s.getvalue()
+    assert lines[0].startswith("ray: 9/9 fold runs done, 0 running, 0 queued (")
+
+
+def test_sweep_progress_on_a_terminal_is_one_bar_and_quiet_is_nothing():
+    t = _Tty()
+    p = SweepProgress(progress=True, stream=t)
+    p.add(total=4, done=1)
+    p.update(running=2, queued=1, finished=1)
+    assert p.bar is not None and p.bar.n == 2 and p.bar.total == 4
+    p.close()
+    s = io.StringIO()
+    q = SweepProgress(progress=False, stream=s)
+    q.add(total=1, done=0)
+    q.update(running=0, queued=0, finished=1)
+    q.close()
     assert s.getvalue() == ""
 
 
