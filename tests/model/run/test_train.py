@@ -61,8 +61,9 @@ def test_knowledge_beats_no_knowledge_when_signal_is_only_in_reports(syn_reports
     assert c["kemm_noknow"] < 0.62, c
 
 
-def test_resume_does_not_redo_finished_folds(syn_all, tmp_path):
-    cfg = _cfg(syn_all, tmp_path / "run", ["snn", "coxph"], epochs=1)
+def _interrupted_run(syn, out):
+    """snn + coxph over 3 folds, stopped (KeyboardInterrupt) after fold 1 of coxph: folds 0-1 done."""
+    cfg = _cfg(syn, out, ["snn", "coxph"], epochs=1)
 
     def boom(model, k, rec):
         if (model, k) == ("coxph", 1):
@@ -70,6 +71,11 @@ def test_resume_does_not_redo_finished_folds(syn_all, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         run_experiment(cfg, on_fold_done=boom)
+    return cfg
+
+
+def test_resume_does_not_redo_finished_folds(syn_all, tmp_path):
+    cfg = _interrupted_run(syn_all, tmp_path / "run")
     done = sorted(p.parent.name + "/" + p.parent.parent.name for p in (tmp_path / "run" / "folds").glob("*/*/metrics.json"))
     assert len(done) == 4  # folds 0 and 1 of both models
     started = []
@@ -182,14 +188,7 @@ def test_evaluate_says_when_a_run_is_partial(syn_all, tmp_path):
     from kemm.cli import app
     from kemm.model.run.evaluate import partial_run_warning
 
-    cfg = _cfg(syn_all, tmp_path / "run", ["snn", "coxph"], epochs=1)
-
-    def boom(model, k, rec):
-        if (model, k) == ("coxph", 1):
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, on_fold_done=boom)
+    cfg = _interrupted_run(syn_all, tmp_path / "run")
     r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run"), "--no-folds"])
     assert r.exit_code == 0, r.output
     assert "partial run (snn 2 of 3, coxph 2 of 3 folds finished)" in " ".join(r.output.split())
