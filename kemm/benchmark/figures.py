@@ -38,22 +38,25 @@ def forest_plot(tests: pd.DataFrame, pair: tuple[str, str], path: Path) -> None:
     plt.close(fig)
 
 
-def model_chart(allf: pd.DataFrame, cohorts: list[str], path: Path) -> None:
-    """Mean C-index of every model per cohort (dots); baselines and published rows marked."""
+def model_chart(allf: pd.DataFrame, cohorts: list[str], path: Path, highlight: tuple[str, ...] = ()) -> None:
+    """Mean C-index of every model per cohort: ``highlight`` rows (the first pair) as large dots, other
+    rows as small dots in distinct colours, CoxPH baselines as grey squares, published rows as black marks."""
     piv = allf.groupby(["model", "cohort"])["c_index"].mean().unstack().reindex(columns=cohorts)
     models = list(piv.index)
     fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(cohorts) + 3), 6))
     xs = np.arange(len(cohorts))
+    palette = plt.get_cmap("tab20").colors
+    own = [m for m in models if not m.startswith(("published", "coxph"))]
     styles = []
     for m in models:
         if m.startswith("published"):
-            styles.append(dict(marker="*", ms=11, color="black"))
+            k = sum(1 for x in models[: models.index(m)] if x.startswith("published"))
+            styles.append(dict(marker="*XP"[k % 3], ms=10, color="black"))
         elif m.startswith("coxph"):
             styles.append(dict(marker="s", ms=6, color="tab:gray"))
-        elif m.startswith(("kemm_nested", "kemm@fields")) and "noclin" not in m:
-            styles.append(dict(marker="o", ms=7, color=None))
         else:
-            styles.append(dict(marker=".", ms=6, color=None))
+            styles.append(dict(marker="o" if m in highlight else ".", ms=8 if m in highlight else 7,
+                               color=palette[own.index(m) % len(palette)]))
     width = 0.8 / max(len(models), 1)
     for j, (m, st) in enumerate(zip(models, styles)):
         kw = {k: v for k, v in st.items() if v is not None}
@@ -62,7 +65,7 @@ def model_chart(allf: pd.DataFrame, cohorts: list[str], path: Path) -> None:
     ax.set_xticks(xs)
     ax.set_xticklabels([c.upper() for c in cohorts])
     ax.set_ylabel("C-index (mean over 5 folds)")
-    ax.set_title("Every model per cohort (squares: CoxPH baselines; stars: published MCAT results)")
+    ax.set_title("Every model per cohort (grey squares: CoxPH baselines; black marks: published MCAT results; large dots: the first pair)")
     ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=130, bbox_inches="tight")

@@ -110,7 +110,7 @@ def write_results(out_dir: Path, specs: list[CohortSpec], run_dirs: dict[str, di
         forest_plot(tests[pairs[0]], pairs[0], out_dir / "forest.png")
         figs.append(("forest.png", f"{pairs[0][0]} − {pairs[0][1]}: mean paired ΔC per cohort with 95% CI"))
     if not folds.empty:
-        model_chart(allf, cohorts, out_dir / "models.png")
+        model_chart(allf, cohorts, out_dir / "models.png", tuple(pairs[0]) if pairs else ())
         figs.append(("models.png", "mean C-index of every model per cohort"))
     coverage = {}
     for c, kinds in run_dirs.items():
@@ -132,11 +132,13 @@ def _pair_table(name: tuple[str, str], t: pd.DataFrame) -> list[str]:
 
 
 def _profiles_table(bench_base: dict) -> list[str]:
-    lines = ["| profile | report tokens | PBK tokens | encoder |", "|---|---|---|---|"]
+    lines = ["| profile | report tokens | PBK tokens | encoder | field-token kinds |", "|---|---|---|---|---|"]
     for name, p in (bench_base.get("profiles") or {}).items():
         p = p or {}
+        has = bool(p.get("report") or p.get("pbk"))
+        kinds = ("per field (pT)" if p.get("kind_values") is False else "per value (pT:3)") if has else "—"
         lines.append(f"| {name} | {', '.join(p.get('report') or []) or '—'} | {', '.join(p.get('pbk') or []) or '—'} | "
-                     f"{p.get('encoder') or 'all-MiniLM-L6-v2' if (p.get('report') or p.get('pbk')) else '—'} |")
+                     f"{p.get('encoder') or 'all-MiniLM-L6-v2' if has else '—'} | {kinds} |")
     return lines + [""]
 
 
