@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import platform
 import resource
@@ -756,7 +757,7 @@ NOTES: list[str] = [
     "slower, gzip ~10x slower.",
     "DataLoader workers=2 are slower than 0 here: the workers compete with the training thread for the same 2 "
     "cores. With workers=0 the data wait is ~25% of the epoch, a large part of it the collate copying each 40 MB bag "
-    "into a zero-filled [1, N, D] buffer (now avoided in kemm/model/data.py `_pad_tokens`).",
+    "into a zero-filled [1, N, D] buffer (now avoided in kemm/model/data/dataset.py `_pad_tokens`).",
     "Real reports: 49 rows of 5 files (BRAIN, LUNG_900, OVARIAN, PANCREAS, UTEROUS_500) have ids that are no TCGA "
     "barcode (e.g. 'ER-B0GH.pdf'). The current `read_reports` turns them into skipped records (the figure reads all "
     "rows); with a reader that refuses such a file the benchmark falls back to copies without those rows (under the "
@@ -771,7 +772,7 @@ NOTES: list[str] = [
     "distinct statements.",
     "Applied after these figures were measured: embed_source encodes distinct statements once, longest first "
     "(kemm.knowledge.encode_unique); read_reports stops counting letters at min_chars; a one-bag batch is "
-    "passed without a padded copy (kemm/model/data.py `_pad_tokens`). Rerun the script to measure them in place.",
+    "passed without a padded copy (kemm/model/data/dataset.py `_pad_tokens`). Rerun the script to measure them in place.",
 ]
 
 
@@ -861,9 +862,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return res
 
 
+def _kept_sections(md: Path) -> str:
+    """Sections 4 and later of the current RESULTS.md: written by other scripts (the real-LLM runs,
+    ray_overhead.py), never by this one, so a rerun keeps them."""
+    if not md.is_file():
+        return ""
+    m = re.search(r"^## (?:[4-9]|\d\d)\. ", md.read_text(encoding="utf-8"), flags=re.M)
+    return "\n" + md.read_text(encoding="utf-8")[m.start():] if m else ""
+
+
 def _write(res: dict[str, Any], out_dir: Path) -> None:
     # The JSON first: a rendering bug must not lose what was measured.
-    for name, render in (("results.json", lambda: json.dumps(res, indent=2, default=str) + "\n"), ("RESULTS.md", lambda: render_md(res))):
+    md = out_dir / "RESULTS.md"
+    for name, render in (("results.json", lambda: json.dumps(res, indent=2, default=str) + "\n"),
+                         ("RESULTS.md", lambda: render_md(res) + _kept_sections(md))):
         text = render()
         p = out_dir / name
         tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
