@@ -13,6 +13,7 @@ Imports: the standard library only.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -101,3 +102,12 @@ class DurableAppender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def file_sha256(path: Path | str) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (model weights, imported files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -152,46 +152,43 @@ def test_non_finite_patch_features_are_a_data_error_naming_file_and_case(tmp_pat
         store.load("C2")
 
 
-def test_a_nan_risk_fails_the_fold_instead_of_writing_it(syn_small, tmp_path, monkeypatch):
+
+def _nan_risk_at(monkeypatch, row: int) -> None:
+    """CoxPH predicts NaN for the patient at ``row`` of every prediction."""
     import numpy as np
 
-    from kemm.model.errors import RunError
     from kemm.model.linear.coxph import CoxPHFoldModel
-    from kemm.model.run.train import run_experiment
 
-    _knowledge_cache(syn_small, tmp_path / "kc")
-    cfg = _knowledge_cfg(syn_small, tmp_path / "run", tmp_path / "kc")
     real = CoxPHFoldModel.predict_risk
 
     def nan_risk(self, inputs, ids):
         r = np.array(real(self, inputs, ids), dtype=float)
-        r[0] = np.nan
+        r[row] = np.nan
         return r
 
     monkeypatch.setattr(CoxPHFoldModel, "predict_risk", nan_risk)
+
+
+def test_a_nan_risk_fails_the_fold_instead_of_writing_it(syn_small, tmp_path, monkeypatch):
+    from kemm.model.errors import RunError
+    from kemm.model.run.train import run_experiment
+
+    _knowledge_cache(syn_small, tmp_path / "kc")
+    cfg = _knowledge_cfg(syn_small, tmp_path / "run", tmp_path / "kc")
+    _nan_risk_at(monkeypatch, 0)
     with pytest.raises(RunError, match=r"coxph.*fold 0.*non-finite risk"):
         run_experiment(cfg)
     assert not list((tmp_path / "run").glob("folds/*/*/metrics.json"))  # the fold is not marked done
 
 
 def test_predict_never_groups_a_nan_risk(syn_small, tmp_path, monkeypatch):
-    import numpy as np
-
     from kemm.model.errors import DataError
-    from kemm.model.linear.coxph import CoxPHFoldModel
     from kemm.model.run.predict import predict_run
     from kemm.model.run.train import run_experiment
 
     _knowledge_cache(syn_small, tmp_path / "kc")
     run = run_experiment(_knowledge_cfg(syn_small, tmp_path / "run", tmp_path / "kc"))
-    real = CoxPHFoldModel.predict_risk
-
-    def nan_risk(self, inputs, ids):
-        r = np.array(real(self, inputs, ids), dtype=float)
-        r[1] = np.nan
-        return r
-
-    monkeypatch.setattr(CoxPHFoldModel, "predict_risk", nan_risk)
+    _nan_risk_at(monkeypatch, 1)
     with pytest.raises(DataError, match=r"non-finite risk.*TCGA-SY-"):
         predict_run(run, syn_small.cohort_csv, model="coxph")
 

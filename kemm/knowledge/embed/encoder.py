@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from kemm._io import file_sha256
 from kemm.knowledge.errors import EmbeddingError
 from kemm.knowledge.embed.catalog import EncoderError, catalog_entry_for, resolve_encoder
 
@@ -70,11 +71,7 @@ def weights_sha256(model_dir: Path) -> str:
         ck = (str(p.resolve()), st.st_mtime, st.st_size)
         fh = _HASH_CACHE.get(ck)
         if fh is None:
-            fd = hashlib.sha256()
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    fd.update(chunk)
-            fh = _HASH_CACHE[ck] = fd.hexdigest()
+            fh = _HASH_CACHE[ck] = file_sha256(p)
         h.update(str(p.relative_to(model_dir)).encode() + b"\0" + fh.encode() + b"\0")
     return h.hexdigest()
 

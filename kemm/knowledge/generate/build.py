@@ -86,6 +86,8 @@ def build(
     sampling = effective_sampling(prompt, sampling_overrides)
     identity = source_identity(prompt, backend, sampling)
     provenance = {"backend_description": backend.describe(), "prompt_path": str(prompt.path)}
+    if provenance["backend_description"].get("deterministic"):
+        max_attempts = 1  # a deterministic backend (rules) answers a second attempt the same way
     provenance.update(extra_provenance or {})
     cache.ensure_identity(identity, provenance)
     _check_unique_cases(inputs)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -31,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from kemm._io import atomic_write_json
+from kemm._io import atomic_write_json, file_sha256
 from kemm.knowledge.generate.backends.base import BackendError
 
 INFO_FILE = "kemm_model.json"
@@ -111,14 +110,6 @@ def installed_gguf(m: PackagedModel) -> tuple[Path | None, str | None]:
             if p.is_file():
                 return p, dist.version
     return None, dist.version
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_info(folder: Path) -> dict[str, Any] | None:

@@ -23,7 +23,6 @@ the first that parses is kept, and the count is recorded.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kemm._io import file_sha256
 from kemm.knowledge.errors import KnowledgeError
 from kemm.knowledge.generate.schemas import RefinedReport, schema_sha
 from kemm.knowledge.records import CacheRecord, Status
@@ -63,14 +63,6 @@ class ImportSummary:
     @property
     def parse_rate(self) -> float:
         return self.ok / (self.ok + self.failed) if (self.ok + self.failed) else 0.0
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def import_identity(fmt: str, model_name: str) -> dict[str, Any]:
