@@ -66,7 +66,10 @@ def print_results(run_dir: Path, title: str | None = None, folds: bool = False) 
             for r in d["folds"]:
                 ft.add_row(*[_cell(r.get(c)) for c in ("fold", "n_train", "n_val", *METRICS, "seconds")])
             out.print(ft)
-    km = RunDir(run_dir).read_km()
+    rd = RunDir(run_dir)
+    for w in (rd.read_run_json().get("warnings", []) if rd.run_json_path.is_file() else []):
+        out.print(f"warning: {escape(w)}", highlight=False, soft_wrap=True)
+    km = rd.read_km()
     if km:
         main = cfg.main if cfg.main in km else next(iter(km), None)
         if main:

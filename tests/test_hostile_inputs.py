@@ -367,3 +367,87 @@ def test_a_semicolon_separated_report_file_is_sniffed(tmp_path):
     p.write_text("pdf_file_name_path;ocr_text\nTCGA-AA-0001.x.PDF;" + _TEXT.replace(",", "") + "\n", encoding="utf-8")
     (inp,) = read_reports(p)
     assert inp.case_id == "TCGA-AA-0001" and inp.key_text.startswith("Urinary bladder")
+
+
+# -- item 7: an edited manifest.json ------------------------------------------------------------
+def _rules_source(tmp_path):
+    from typer.testing import CliRunner
+
+    from kemm.knowledge.cli import app
+
+    p = tmp_path / "BLADDER.csv"
+    p.write_text("pdf_file_name_path,ocr_text\n" + "".join(
+        f"TCGA-AA-000{i}.x.PDF,{_TEXT.replace(',', '')} Pathologic stage pT{i}.\n" for i in (1, 2, 3)), encoding="utf-8")
+    kc = tmp_path / "kc"
+    r = CliRunner().invoke(app, ["build", "refine_report", "--reports", str(p), "--source", "s", "--cache-dir", str(kc)])
+    assert r.exit_code == 0, r.output
+    return CliRunner(), app, kc
+
+
+def _forge_manifest(kc) -> None:
+    man_p = kc / "s" / "manifest.json"
+    man = json.loads(man_p.read_text())
+    man["identity"].update(backend="vllm", model_id="meta-llama/Llama-3.1-70B-Instruct")
+    man_p.write_text(json.dumps(man))
+
+
+def test_an_edited_manifest_is_reported_by_ls_show_audit_and_readers(tmp_path):
+    from kemm.knowledge import read_outputs
+    from kemm.knowledge.store.cache import CacheError
+
+    runner, app, kc = _rules_source(tmp_path)
+    assert len(read_outputs(kc, "s")) == 3
+    assert runner.invoke(app, ["show", "s", "TCGA-AA-0001", "--cache-dir", str(kc)]).exit_code == 0
+    _forge_manifest(kc)
+    with pytest.raises(CacheError, match=r"manifest does not match its records \(3 of 3 .*'vllm'.*Restore"):
+        read_outputs(kc, "s")
+    for args in (["show", "s", "TCGA-AA-0001"], ["show", "s"], ["audit", "s"], ["embed", "s"]):
+        r = runner.invoke(app, [*args, "--cache-dir", str(kc)])
+        assert r.exit_code == 2, (args, r.output)
+        assert "manifest does not match its records" in r.output and "Traceback" not in r.output, args
+    r = runner.invoke(app, ["ls", "--cache-dir", str(kc)], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "MANIFEST MISMATCH" in r.output and "warning: source s:" in r.output
+    # a build under the forged identity is refused too, and appends nothing
+    before = (kc / "s" / "records.jsonl").read_bytes()
+    with pytest.raises(CacheError, match="manifest does not match"):
+        SourceCache(kc, "s").update_counts()
+    assert (kc / "s" / "records.jsonl").read_bytes() == before
+
+
+def test_records_are_stamped_and_an_intact_source_has_no_problem(tmp_path):
+    from kemm.knowledge.store.cache import identity_sha
+
+    _, _, kc = _rules_source(tmp_path)
+    sc = SourceCache(kc, "s")
+    stamps = {json.loads(line)["identity_sha"] for line in sc.records_path.read_text().splitlines()}
+    assert stamps == {identity_sha(sc.read_manifest()["identity"])}
+    assert sc.identity_problem() is None and sc.load().foreign == 0
+
+
+# -- a cohort of a type the PBK source lacks trains with PBK masked, and the run says so ---------
+def test_a_cancer_type_without_pbk_trains_with_pbk_masked_and_a_warning(syn_small, tmp_path):
+    from typer.testing import CliRunner
+
+    from kemm.cli import app
+    from kemm.knowledge import build_pbk
+    from kemm.model.run.config import parse_config
+    from kemm.model.run.train import run_experiment
+
+    kc = tmp_path / "kc"
+    _knowledge_cache(syn_small, kc)
+    other = "LUAD" if syn_small.cancer_type != "LUAD" else "BLCA"
+    build_pbk([other], "pbk", backend="rules", cache_dir=kc)
+    embed_source(kc, "pbk", HashEncoder(), progress=False)
+    cfg = parse_config({
+        "name": "t", "output_dir": str(tmp_path / "run"),
+        "data": {"cohort": str(syn_small.cohort_csv), "n_folds": 2},
+        "knowledge": {"report": "rep", "pbk": "pbk", "cache_dir": str(kc)},
+        "models": [{"name": "kemm", "hparams": {"dim": 16}}],
+        "train": {"progress": False, "epochs": 1},
+    })
+    run = run_experiment(cfg)
+    (w,) = json.loads((run / "run.json").read_text())["warnings"]
+    assert f"no PBK for 60 of 60 patients" in w and f"{syn_small.cancer_type} (60)" in w and "masked" in w
+    assert f"warning: {w}" in (run / "results.md").read_text()
+    r = CliRunner().invoke(app, ["evaluate", str(run)], env={"COLUMNS": "300"})
+    assert r.exit_code == 0 and "no PBK for 60 of 60 patients" in r.output, r.output

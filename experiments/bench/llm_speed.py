@@ -4,8 +4,8 @@
 
 Same real reports, same packaged model (smollm2-135m-instruct), greedy, one run:
 
-- ``old``: torch's default threads (one per core), the whole batch padded to its
-  longest prompt (the backend before this change: one ``generate`` per build batch);
+- ``old``: torch's default threads (one per core), batches of 16 prompts, each padded to
+  its longest prompt (the backend before this change: one ``generate`` per build batch of 16);
 - ``batched``: threads chosen for the machine, token-budget batches, same inputs:
   greedy outputs must equal ``old``'s;
 - ``batched+sections``: the same plus report sectioning (shorter prompts, other outputs).
@@ -70,7 +70,7 @@ def main() -> None:
     sampling = {"temperature": 0.0, "top_p": 1.0, "max_tokens": args.max_tokens, "seed": 0}
     cores = len(os.sched_getaffinity(0))
     arms = [
-        run_arm("old", reports, False, {"threads": cores, "token_budget": 10**9}, sampling),
+        run_arm("old", reports, False, {"threads": cores, "token_budget": 10**9, "max_batch_rows": 16}, sampling),
         run_arm("batched", reports, False, {}, sampling),
         run_arm("batched+sections", reports, True, {}, sampling),
     ]

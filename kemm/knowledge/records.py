@@ -37,6 +37,9 @@ class CacheRecord(BaseModel):
         created: ISO timestamp.
         meta: backend-specific details of a built record (token counts ...); absent on
             imports and skips, and then not written.
+        identity_sha: sha256 of the source identity the record was written under (the
+            cache's writer stamps it; see ``store.cache.identity_sha``), so an edited or
+            replaced ``manifest.json`` is detected. Absent on records of older kemm versions.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -55,6 +58,7 @@ class CacheRecord(BaseModel):
     input_meta: dict[str, Any] = Field(default_factory=dict)
     created: str = ""
     meta: dict[str, Any] | None = None
+    identity_sha: str | None = None
 
     @property
     def ok_output(self) -> dict[str, Any] | None:
@@ -62,10 +66,11 @@ class CacheRecord(BaseModel):
         return self.output if self.status == "ok" and isinstance(self.output, dict) else None
 
     def to_json(self) -> dict[str, Any]:
-        """The record as written to ``records.jsonl`` (``meta`` only when set)."""
+        """The record as written to ``records.jsonl`` (``meta`` and ``identity_sha`` only when set)."""
         d = self.model_dump(mode="json")
-        if self.meta is None:
-            d.pop("meta")
+        for optional in ("meta", "identity_sha"):
+            if d.get(optional) is None:
+                d.pop(optional)
         return d
 
     def to_line(self) -> str:

@@ -20,7 +20,17 @@ COLUMNS = ("source", "task", "backend", "model", "prompt", "ok", "failed", "skip
 def ls_(cache_dir: Optional[Path] = CacheDirOpt) -> None:
     """List the knowledge sources in the cache (one block per source when the terminal is narrow)."""
     cdir = cache_dir_or_default(cache_dir)
-    rows = [_row(m) for m in list_sources(cdir)]
+    sources = list_sources(cdir)
+    try:
+        _ls_rows(cdir, [_row(m) for m in sources])
+    finally:
+        for m in sources:  # after the listing, so a long table does not scroll them away
+            if m.get("identity_problem"):
+                console.print(f"warning: source {escape(str(m.get('source')))}: {escape(m['identity_problem'])}",
+                              highlight=False, soft_wrap=True)
+
+
+def _ls_rows(cdir: Path, rows: list[tuple[str, ...]]) -> None:
     if not rows:
         console.print(f"no knowledge sources in {cdir}", highlight=False, soft_wrap=True)
         return
@@ -57,7 +67,8 @@ def prompt_label(ident: dict) -> str:
 def _row(m: dict) -> tuple[str, ...]:
     ident, c = m.get("identity", {}), m.get("counts", {})
     return (
-        str(m.get("source", "?")), str(ident.get("task")), str(ident.get("backend")), str(ident.get("model_id")),
+        str(m.get("source", "?")) + (" (MANIFEST MISMATCH)" if m.get("identity_problem") else ""),
+        str(ident.get("task")), str(ident.get("backend")), str(ident.get("model_id")),
         prompt_label(ident), str(c.get("ok", "")), str(c.get("failed", "")), str(c.get("skipped", "")),
         str(m.get("updated", ""))[:19],
     )
@@ -74,6 +85,9 @@ def show(
     try:
         sc = SourceCache(cache_dir_or_default(cache_dir), source)
         man = sc.read_manifest()
+        problem = sc.identity_problem()
+        if problem:
+            fail(problem)
         if case_id is None:
             out.print_json(json.dumps(man, default=str))
             return

@@ -13,6 +13,13 @@ The record key is ``sha256`` of everything that shapes the output (see
 most one torn last line; :meth:`SourceCache.load` reports and ignores torn or
 corrupt lines, and the build regenerates them.  When a key appears more than
 once the last complete line wins; failures are never served as hits.
+
+Every record written through :meth:`SourceCache.writer` carries the sha256 of the
+identity in the manifest at the time (:func:`identity_sha`).  Reading the records
+(:meth:`SourceCache.load` and everything built on it: ``show``, ``audit``, ``diff``,
+``embed``, the model's readers) refuses a source whose manifest no longer matches the
+identity its records were written under, so an edited or swapped ``manifest.json`` can
+never present one backend's output as another model's; ``ls`` marks such a source.
 """
 from __future__ import annotations
 
@@ -76,6 +83,11 @@ def record_key(identity: dict[str, Any], input_text: str) -> str:
     return hashlib.sha256(canonical_json({"identity": ident, "input": input_text}).encode()).hexdigest()
 
 
+def identity_sha(identity: dict[str, Any]) -> str:
+    """sha256 of the identity fields of a manifest (what every record is stamped with)."""
+    return sha256_text(canonical_json({k: identity.get(k) for k in IDENTITY_KEYS}))
+
+
 def validate_source_name(source: str) -> str:
     if not isinstance(source, str) or not _SOURCE_RE.match(source) or ".." in source:
         raise CacheError(
@@ -90,6 +102,7 @@ class LoadReport:
     records: dict[str, CacheRecord] = field(default_factory=dict)  # key -> last record
     corrupt_lines: list[int] = field(default_factory=list)  # 1-based line numbers
     n_lines: int = 0
+    foreign: int = 0  # records stamped with an identity other than the manifest's
 
 
 class SourceCache:
@@ -157,10 +170,16 @@ class SourceCache:
         return man
 
     # -- records ----------------------------------------------------------------
-    def load(self) -> LoadReport:
+    def load(self, check_identity: bool = True) -> LoadReport:
+        """Every complete record line (the last line of a key wins).
+
+        Raises ``CacheError`` when records were written under another identity than the
+        manifest states (``check_identity=False`` only counts them, for ``ls``).
+        """
         rep = LoadReport()
         if not self.records_path.is_file():
             return rep
+        expected = self._manifest_identity_sha()
         with open(self.records_path, "rb") as f:
             for i, line in enumerate(f, start=1):
                 rep.n_lines = i
@@ -174,7 +193,41 @@ class SourceCache:
                 # embedding store then pick the newest record of a case whose input changed.
                 rep.records.pop(rec.key, None)
                 rep.records[rec.key] = rec
+                if expected and rec.identity_sha and rec.identity_sha != expected:
+                    rep.foreign += 1
+        if rep.foreign and check_identity:
+            raise CacheError(self._mismatch_message(rep.foreign, rep.n_lines))
         return rep
+
+    def _manifest_identity_sha(self) -> str | None:
+        if not self.exists():
+            return None
+        try:
+            return identity_sha(self.read_manifest().get("identity") or {})
+        except CacheError:
+            return None
+
+    def _mismatch_message(self, n_foreign: int, n_lines: int) -> str:
+        ident = (self.read_manifest().get("identity") or {}) if self.exists() else {}
+        return (
+            f"{self.manifest_path}: the manifest does not match its records ({n_foreign} of {n_lines} record lines "
+            f"were written under another identity than the stated backend {ident.get('backend')!r}, model "
+            f"{ident.get('model_id')!r}, prompt {ident.get('prompt_name')!r} v{ident.get('prompt_version')}); "
+            "it was edited or replaced after the build. Restore the original manifest.json, or rebuild into a new "
+            "--source"
+        )
+
+    def identity_problem(self) -> str | None:
+        """Cheap check for ``ls``: does the first stamped record match the manifest? A message, or None."""
+        expected = self._manifest_identity_sha()
+        if not expected or not self.records_path.is_file():
+            return None
+        with open(self.records_path, "rb") as f:
+            for line in f:
+                rec = _parse_line(line)
+                if rec is not None and rec.identity_sha:
+                    return None if rec.identity_sha == expected else self._mismatch_message(1, 1)
+        return None
 
     def iter_records(self) -> Iterator[CacheRecord]:
         yield from self.load().records.values()
@@ -204,7 +257,7 @@ class SourceCache:
             except BlockingIOError:
                 raise CacheError(f"source {self.source!r} is being written by another process") from None
             self._repair_torn_tail()
-            w = RecordWriter(self.records_path)
+            w = RecordWriter(self.records_path, self._manifest_identity_sha())
             try:
                 yield w
             finally:
@@ -244,12 +297,18 @@ class SourceCache:
 
 
 class RecordWriter:
-    """Appends records to ``records.jsonl``: one ``write`` per line on an ``O_APPEND`` fd, fsync'd."""
+    """Appends records to ``records.jsonl``: one ``write`` per line on an ``O_APPEND`` fd, fsync'd.
 
-    def __init__(self, path: Path):
+    Each record is stamped with ``identity_sha`` (the manifest's identity when the writer opened).
+    """
+
+    def __init__(self, path: Path, identity: str | None = None):
         self._out = DurableAppender(path)
+        self._identity = identity
 
     def append(self, record: CacheRecord) -> None:
+        if self._identity is not None and record.identity_sha != self._identity:
+            record = record.model_copy(update={"identity_sha": self._identity})
         self._out.append_line(record.to_line())
 
     def close(self) -> None:
@@ -289,7 +348,13 @@ def list_sources(cache_dir: Path | str) -> list[dict[str, Any]]:
         m = d / "manifest.json"
         if d.is_dir() and m.is_file():
             try:
-                out.append(json.loads(m.read_text(encoding="utf-8")))
+                man = json.loads(m.read_text(encoding="utf-8"))
             except json.JSONDecodeError:
                 out.append({"source": d.name, "error": f"{m}: not valid JSON"})
+                continue
+            with contextlib.suppress(CacheError):
+                problem = SourceCache(root, d.name).identity_problem()
+                if problem:
+                    man["identity_problem"] = problem
+            out.append(man)
     return out

@@ -105,6 +105,30 @@ class PatientDataset(Dataset):
         return item
 
 
+def _pbk_coverage_warnings(cohort: Cohort, pbk: TextTable) -> list[str]:
+    """One line when patients have no PBK (their cancer type is not in the source): their PBK tokens are masked.
+
+    A cohort of a type without PBK still trains (the tokens of those patients are masked, as a
+    patient without a report); the run says so instead of failing after other cohorts trained.
+    """
+    t = cohort.table
+    types = t["cancer_type"].tolist() if "cancer_type" in t.columns else [None] * len(t)
+    missing: dict[str, int] = {}
+    for cid, ct in zip(cohort.case_ids, types):
+        if pbk.get(cid) is None and (ct is None or ct != ct or pbk.get(str(ct)) is None):
+            label = "no cancer_type" if ct is None or ct != ct else str(ct)
+            missing[label] = missing.get(label, 0) + 1
+    if not missing:
+        return []
+    n = sum(missing.values())
+    which = ", ".join(f"{k} ({v})" for k, v in sorted(missing.items()))
+    return [
+        f"knowledge source {pbk.source!r} has no PBK for {n} of {len(cohort.case_ids)} patients of {cohort.path} "
+        f"({which}; it has {', '.join(sorted(pbk.by_key)[:8])}): their PBK tokens are masked; build PBK for these "
+        "types (kemm-knowledge build pbk --cancer-types ...) or set data.cancer_type"
+    ]
+
+
 def knowledge_kinds(report: TextTable | None, pbk: TextTable | None) -> list[str]:
     """The kind vocabulary: "statement", "pbk", then every other kind of the tables, sorted."""
     found: set[str] = set()
@@ -220,14 +244,10 @@ class SurvivalData:
                     f"knowledge source {report.source!r} has no entry for any case of {cohort.path} "
                     f"(e.g. {cohort.case_ids[:3]}); is it the report source of this cohort?"
                 )
-        if pbk is not None and strict_knowledge and "cancer_type" in cohort.table.columns:
-            types = sorted({str(t) for t in cohort.table["cancer_type"].dropna()})
-            per_case = any(pbk.get(c) is not None for c in cohort.case_ids)
-            if types and not per_case and not any(pbk.get(t) is not None for t in types):
-                raise DataError(
-                    f"knowledge source {pbk.source!r} has no PBK entry for any cancer type of {cohort.path} "
-                    f"({types[:5]}; it has {sorted(pbk.by_key)[:8]}); build PBK for these types or fix data.cancer_type"
-                )
+        # Warnings for the run summary (run.json, results.md): e.g. patients whose PBK is masked.
+        self.warnings: list[str] = []
+        if pbk is not None and strict_knowledge:
+            self.warnings += _pbk_coverage_warnings(cohort, pbk)
 
     def kind_ids(self, table: TextTable, key: str) -> torch.Tensor:
         """``Long[S]`` index of each row's kind in ``self.kinds`` (an unknown kind is an error)."""

@@ -89,7 +89,8 @@ def summarize_run(run_dir: Path | str, cfg: ExperimentConfig | None = None, km_m
     run.write_json(run.metrics_path, metrics)
     table = results_table(metrics)
     write_csv(table, run.results_csv)
-    run.write_text(run.results_md, to_markdown(table))
+    warnings = run.read_run_json().get("warnings", []) if run.run_json_path.is_file() else []
+    run.write_text(run.results_md, to_markdown(table) + "".join(f"\nwarning: {w}\n" for w in warnings))
     frames = [df for m in metrics for df in run.fold_predictions(m)]
     km = {}
     if frames:
@@ -101,7 +102,7 @@ def summarize_run(run_dir: Path | str, cfg: ExperimentConfig | None = None, km_m
                 k = knowledge_label(cfg, m)
                 km[m] = km_risk_groups(sub, run.km_png(m), title=f"{cfg.name}: {m}\nknowledge: {k}",
                                        legend_title=f"{m} @ {k}" if not k.startswith("none") else m)
-    summary = {"metrics": metrics, "km": km, "main": cfg.main if cfg.main in metrics else next(iter(metrics), None)}
+    summary = {"metrics": metrics, "km": km, "warnings": warnings, "main": cfg.main if cfg.main in metrics else next(iter(metrics), None)}
     run.write_json(run.km_json, km)
     return summary
 

@@ -138,6 +138,8 @@ def prepare(
     else:
         folds = make_splits(ids, t["time"].to_numpy(), t["event"].to_numpy(), cfg.data.n_folds, cfg.data.split_seed)
     check_folds(folds, t["event"])
+    for w in data.warnings:
+        log.warning("%s", w)
     kid = knowledge_identity(cfg, report, pbk)
     _check_same_knowledge(run, kid, restart)  # before claiming: a refused run writes nothing
     _claim_run_dir(run, cfg, restart)
@@ -149,6 +151,7 @@ def prepare(
         "kemm_version": __version__,
         "knowledge": kid,
         "coverage": data.coverage(),
+        "warnings": data.warnings,
         "folds": [{"k": f.k, "n_train": len(f.train), "n_val": len(f.val), "source": f.source} for f in folds],
         "status": "running",
     })

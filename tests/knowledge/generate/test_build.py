@@ -15,7 +15,7 @@ import pytest
 from fakes import VALID_REPORT, ScriptedBackend, write_reports_csv
 from kemm.knowledge.records import CacheRecord
 from kemm.knowledge.generate.build import build
-from kemm.knowledge.store.cache import CacheError, SourceCache, record_key
+from kemm.knowledge.store.cache import CacheError, SourceCache, identity_sha, record_key
 from kemm.knowledge.store.inputs import InputError, read_reports
 from kemm.knowledge.generate.prompts import load_prompt
 from kemm.knowledge.generate.repair import extract_json, generate_validated
@@ -46,7 +46,8 @@ def test_build_then_rebuild_generates_nothing(tmp_path):
     assert man["identity"]["model_id"] == "scripted-1" and man["identity"]["sampling"]["temperature"] == 0.0
     line = json.loads(cache.records_path.read_text(encoding="utf-8").splitlines()[0])
     assert list(line) == ["key", "case_id", "status", "input_sha", "rendered_prompt_sha", "raw_output", "output", "errors",
-                          "attempts", "finish_reason", "latency_s", "input_meta", "created", "meta"]
+                          "attempts", "finish_reason", "latency_s", "input_meta", "created", "meta", "identity_sha"]
+    assert line["identity_sha"] == identity_sha(man["identity"])  # issue 12 item 7: records carry their identity
     assert line["status"] == "ok" and line["attempts"] == 1
     assert line["output"] == RefinedReport.model_validate(VALID_REPORT).model_dump(mode="json")
 

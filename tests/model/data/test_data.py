@@ -1,9 +1,11 @@
 """Data layer: cohort tables, splits, genomics, bags, dataset/collate, boundary errors."""
 from __future__ import annotations
 
+import re
 import zipfile
 
 import h5py
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -284,9 +286,15 @@ def test_report_source_matching_no_case_is_an_error(tmp_path):
         SurvivalData(c, None, None, report, None)
 
 
-def test_pbk_source_matching_no_cancer_type_is_an_error(tmp_path):
+def test_pbk_source_without_the_cohort_type_masks_pbk_with_a_warning(tmp_path):
+    """issue 12: a type without PBK trains with those patients' PBK tokens masked, and says so."""
     c = load_cohort(_table(tmp_path))  # cancer type BLCA
     pbk = TextTable("pbk-src", "enc", 6, {"LUAD": np.ones((2, 6), np.float32)})
-    with pytest.raises(DataError, match="pbk-src.*no PBK entry for any cancer type"):
-        SurvivalData(c, None, None, None, pbk)
-    SurvivalData(c, None, None, None, pbk, strict_knowledge=False)  # predict: allowed (tokens masked)
+    d = SurvivalData(c, None, None, None, pbk)
+    (w,) = d.warnings
+    assert re.search(r"'pbk-src' has no PBK for 3 of 3 patients .*BLCA \(3\).*masked.*build pbk", w), w
+    fd = d.fold(c.case_ids, c.case_ids, n_bins=2)
+    assert d.collate()([fd.eval[i] for i in range(3)])["pbk_mask"].sum().item() == 0
+    assert SurvivalData(c, None, None, None, pbk, strict_knowledge=False).warnings == []  # predict: silent
+    covered = TextTable("pbk-src", "enc", 6, {"BLCA": np.ones((2, 6), np.float32)})
+    assert SurvivalData(c, None, None, None, covered).warnings == []
