@@ -16,6 +16,7 @@ not groundable names        extranodal extension, Gleason, residual disease, ple
                             extent of resection -> None (no schema field carries them)
 nodes examined              nodes_examined >= N ("at least N"), N from the text, else None
 node + distant metastasis   node rule OR pM >= 1
+distant metastasis          pM >= 1 (False for pM0)
 lymphovascular + perineural LVI present OR PNI present
 node / nodal                pN >= k or nodes_positive > 0 (k from "(pN2)", "(pN1-pN3)", default 1)
 lymphovascular / vascular   lymphovascular_invasion present
@@ -48,7 +49,7 @@ from pydantic import BaseModel
 from kemm.knowledge.rules.covariates import encode_report
 from kemm.knowledge.generate.schemas import PrognosticFactor, RefinedReport
 
-GROUNDING_VERSION = "grounding-v1"
+GROUNDING_VERSION = "grounding-v2"  # v2: a "distant metastasis" factor alone is grounded by pM
 
 Verdict = bool | None
 _UNGROUNDABLE_CATEGORIES = {"molecular", "clinical", "microenvironment"}
@@ -181,6 +182,7 @@ RULES: tuple[Rule, ...] = (
     ("node+distant", r"node.*distant|distant.*node", lambda p, t, f: _any(nodes(p, t), distant(p))),
     ("lvi+pni", r"lymphovascular and perineural", lambda p, t, f: _any(presence(p, "lvi"), presence(p, "pni"))),
     ("node", r"\bnod(?:e|es|al)\b", lambda p, t, f: nodes(p, t)),
+    ("distant", r"distant metasta", lambda p, t, f: distant(p)),
     ("lvi", r"lymphovascular|vascular invasion", lambda p, t, f: presence(p, "lvi")),
     ("pni", r"perineural", lambda p, t, f: presence(p, "pni")),
     ("margin", r"margin|complete resection", lambda p, t, f: margin(p, t, f.direction == "favourable")),

@@ -15,7 +15,7 @@ import yaml
 from conftest import SHARED_DATA
 from kemm.knowledge.generate.backends.base import BackendError, GenerationRequest
 from kemm.knowledge.generate.backends.registry import create_backend, known_backends
-from kemm.knowledge.generate.backends.rules import load_pbk_table, pbk_cancer_types
+from kemm.knowledge.generate.backends.rules import load_pbk_table, pbk_cancer_types, pbk_raw, pbk_references
 from kemm.knowledge.generate.repair import generate_validated
 from kemm.knowledge.rules.extract import NOTHING_FOUND, extract, extract_report
 from kemm.knowledge.generate.schemas import NOT_REPORTED, PrognosticKnowledge, RefinedReport
@@ -384,8 +384,12 @@ def test_pbk_table_covers_required_types_and_validates():
         assert len(pk.statements()) == len(pk.prognostic_factors) + 3
 
 
-REQUIRED_PBK_ALL = ["BLCA", "BRCA", "CESC", "COADREAD", "GBMLGG", "HNSC", "KIRC", "LIHC", "LUAD", "LUSC", "OV", "PAAD",
-                    "PRAD", "SKCM", "STAD", "UCEC"]
+# Every TCGA study code (the 33 projects of the GDC's TCGA program) plus the combined cohorts
+# GBMLGG and COADREAD that MCAT/PORPOISE/SurvPath use.
+TCGA_STUDIES = ["ACC", "BLCA", "BRCA", "CESC", "CHOL", "COAD", "DLBC", "ESCA", "GBM", "HNSC", "KICH", "KIRC", "KIRP",
+                "LAML", "LGG", "LIHC", "LUAD", "LUSC", "MESO", "OV", "PAAD", "PCPG", "PRAD", "READ", "SARC", "SKCM",
+                "STAD", "TGCT", "THCA", "THYM", "UCEC", "UCS", "UVM"]
+REQUIRED_PBK_ALL = sorted([*TCGA_STUDIES, "GBMLGG", "COADREAD"])
 
 
 def test_pbk_through_repair_loop():
@@ -408,8 +412,32 @@ def test_pbk_through_repair_loop():
 def test_pbk_data_file_ships_with_package():
     path = Path(str(resources.files("kemm.knowledge.rules").joinpath("pbk_curated.yaml")))
     table = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert sorted(table) == REQUIRED_PBK_ALL == pbk_cancer_types()
-    for ct, entry in table.items():
-        assert PrognosticKnowledge.model_validate({"cancer_type": ct, **entry}).cancer_type == ct
+    entries = {ct: e for ct, e in table.items() if not ct.startswith("_")}
+    assert sorted([*entries, *table["_aliases"]]) == REQUIRED_PBK_ALL == pbk_cancer_types()
+    for ct in entries:
+        assert PrognosticKnowledge.model_validate(pbk_raw(ct)).cancer_type == ct
     pyproject = (Path(__file__).resolve().parents[3] / "pyproject.toml").read_text(encoding="utf-8")
     assert '"kemm.knowledge.rules" = ["*.yaml"]' in pyproject  # shipped in the wheel, not only in a checkout
+
+
+def test_every_curated_factor_cites_the_literature_and_every_study_code_is_served():
+    """issue 12: every TCGA study code has curated PBK, each factor with at least one resolvable reference."""
+    path = Path(str(resources.files("kemm.knowledge.rules").joinpath("pbk_curated.yaml")))
+    table = yaml.safe_load(path.read_text(encoding="utf-8"))
+    refs = table["_references"]
+    cited = set()
+    for ct, entry in table.items():
+        if ct.startswith("_"):
+            continue
+        for f in entry["prognostic_factors"]:
+            assert f.get("refs"), f"{ct}: factor {f['name']!r} cites nothing"
+            assert set(f["refs"]) <= set(refs), f"{ct}: {f['name']!r} cites unknown keys {set(f['refs']) - set(refs)}"
+            cited |= set(f["refs"])
+    assert cited == set(refs), f"references never cited: {set(refs) - cited}"
+    assert set(TCGA_STUDIES) <= set(pbk_cancer_types())
+    for alias, target in table["_aliases"].items():
+        assert pbk_raw(alias)["prognostic_factors"] == pbk_raw(target)["prognostic_factors"]
+        assert pbk_raw(alias)["cancer_type"] == alias
+    assert "refs" not in json.dumps(pbk_raw("KIRP"))  # the backend's output is the schema, nothing more
+    assert pbk_references("KIRP")["type 2 papillary morphology"][0].startswith("Delahunt B, Eble JN.")
+    assert pbk_references("GBM") == pbk_references("GBMLGG")

@@ -7,6 +7,7 @@ import yaml
 
 from fakes import VALID_REPORT
 from kemm.knowledge import ground_factors
+from kemm.knowledge.generate.backends.rules import pbk_raw
 from kemm.knowledge.rules.grounding import factor_rule, risk_level
 from kemm.knowledge.generate.schemas import NOT_REPORTED, PrognosticFactor, PrognosticKnowledge
 
@@ -16,8 +17,9 @@ BLANK = {k: NR for k in VALID_REPORT if k not in ("key_statements", "summary")} 
 
 
 def curated() -> dict[str, PrognosticKnowledge]:
+    """Every curated entry (not the aliases), as the rules backend serves it (without ``refs``)."""
     d = yaml.safe_load(CURATED.read_text())
-    return {ct: PrognosticKnowledge.model_validate({"cancer_type": ct, **v}) for ct, v in d.items()}
+    return {ct: PrognosticKnowledge.model_validate(pbk_raw(ct)) for ct in d if not ct.startswith("_")}
 
 
 def by_name(ct: str, report: dict) -> dict[str, bool | None]:
@@ -89,7 +91,8 @@ def test_coverage_of_curated_pbk():
     """Every stage/node/grade/margin/invasion factor of the curated PBK is groundable, except those
     no RefinedReport field carries (listed)."""
     not_in_schema = {"extent of resection", "visceral pleural invasion", "extranodal extension",
-                     "depth of stromal invasion", "Gleason score and grade group"}
+                     "depth of stromal invasion", "Gleason score and grade group",
+                     "mediastinal primary or non-pulmonary visceral metastasis", "ciliary body involvement"}
     n = grounded = 0
     for pbk in curated().values():
         for f in pbk.prognostic_factors:
@@ -100,4 +103,12 @@ def test_coverage_of_curated_pbk():
             if core and f.name not in not_in_schema:
                 assert rule is not None, f"{pbk.cancer_type}: {f.name}"
     print(f"\ncurated PBK: {grounded} of {n} factors groundable")
-    assert len(curated()) == 16 and grounded >= 70
+    assert len(curated()) == 31 and grounded >= 125  # 29 study entries + GBMLGG + COADREAD
+
+
+def test_distant_metastasis_factor_follows_pm():
+    f = next(f for f in curated()["THCA"].prognostic_factors if f.name == "distant metastasis")
+    assert factor_rule(f) == "distant"
+    assert ground_factors([f], dict(BLANK, pM="M1")) == [True]
+    assert ground_factors([f], dict(BLANK, pM="M0")) == [False]
+    assert ground_factors([f], BLANK) == [None]

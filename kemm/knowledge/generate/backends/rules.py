@@ -47,12 +47,39 @@ def model_revision() -> str:
 
 
 @lru_cache(maxsize=1)
-def load_pbk_table() -> dict[str, dict[str, Any]]:
-    """The curated table as ``{cancer_type: entry}``; each entry validates as PrognosticKnowledge."""
+def _pbk_file() -> dict[str, Any]:
     raw = yaml.safe_load(_rules_bytes(PBK_FILE).decode("utf-8"))
     if not isinstance(raw, dict):
         raise BackendError(f"kemm/knowledge/rules/{PBK_FILE}: expected a mapping of cancer type -> entry")
-    return {str(k).upper(): v for k, v in raw.items()}
+    return raw
+
+
+@lru_cache(maxsize=1)
+def load_pbk_table() -> dict[str, dict[str, Any]]:
+    """The curated table as ``{cancer_type: entry}``, aliases (``GBM`` -> ``GBMLGG``) included.
+
+    Each factor of the file carries ``refs`` (keys of ``_references``, its literature); the
+    entries returned here leave them out, so each validates as PrognosticKnowledge.
+    """
+    raw = _pbk_file()
+    table = {str(k).upper(): _without_refs(v) for k, v in raw.items() if not str(k).startswith("_")}
+    for alias, target in (raw.get("_aliases") or {}).items():
+        table[str(alias).upper()] = table[str(target).upper()]
+    return table
+
+
+def pbk_references(cancer_type: str) -> dict[str, list[str]]:
+    """``{factor name: [full citation, ...]}`` of a curated type (aliases resolved)."""
+    raw = _pbk_file()
+    ct = str(cancer_type).upper()
+    ct = str((raw.get("_aliases") or {}).get(ct, ct))
+    refs = raw.get("_references") or {}
+    return {f["name"]: [refs[r] for r in f.get("refs", [])] for f in raw[ct]["prognostic_factors"]}
+
+
+def _without_refs(entry: dict[str, Any]) -> dict[str, Any]:
+    factors = [{k: v for k, v in f.items() if k != "refs"} for f in entry.get("prognostic_factors", [])]
+    return {**entry, "prognostic_factors": factors}
 
 
 def pbk_cancer_types() -> list[str]:
