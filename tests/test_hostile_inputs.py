@@ -451,3 +451,49 @@ def test_a_cancer_type_without_pbk_trains_with_pbk_masked_and_a_warning(syn_smal
     assert f"warning: {w}" in (run / "results.md").read_text()
     r = CliRunner().invoke(app, ["evaluate", str(run)], env={"COLUMNS": "300"})
     assert r.exit_code == 0 and "no PBK for 60 of 60 patients" in r.output, r.output
+
+
+# -- disk full during embed ---------------------------------------------------------------------
+@pytest.mark.parametrize("fail_at", [0, 1, 2])  # data file, index, manifest of the set
+def test_disk_full_during_embed_is_one_line_loses_no_record_and_the_rerun_repairs(tmp_path, monkeypatch, fail_at):
+    import errno
+
+    from typer.testing import CliRunner
+
+    import kemm.knowledge.cli.embed as cli_embed
+    import kemm.knowledge.embed.store as store
+    from kemm.knowledge.cli import app
+
+    _append(tmp_path, "src", {f"C{i}": _report(i) for i in range(3)})
+    embed_source(tmp_path, "src", HashEncoder(), progress=False)
+    _append(tmp_path, "src", {"C1": _report(1, "b")})  # a rebuild: the next embed rewrites the set
+    records = (tmp_path / "src" / "records.jsonl").read_bytes()
+    real_tensor, real_text, calls = store.save_tensor, store.atomic_write_text, []
+
+    def full(real):
+        def write(*a, **k):
+            calls.append(1)
+            if len(calls) - 1 == fail_at:
+                raise OSError(errno.ENOSPC, "No space left on device", str(a[0]))
+            return real(*a, **k)
+        return write
+
+    monkeypatch.setattr(store, "save_tensor", full(real_tensor))
+    monkeypatch.setattr(store, "atomic_write_text", full(real_text))
+    monkeypatch.setattr(cli_embed, "load_encoder", lambda *a, **k: HashEncoder())
+    r = CliRunner().invoke(app, ["embed", "src", "--cache-dir", str(tmp_path)])
+    said = " ".join(r.output.split())
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "No space left on device" in said and "rerun `kemm-knowledge embed src`" in said
+    assert (tmp_path / "src" / "records.jsonl").read_bytes() == records  # no knowledge lost
+    assert not list((tmp_path / "src" / "embeddings").glob(".*.tmp"))  # no temp file left behind
+    try:  # a reader gets the old, consistent set refused as stale, or the torn set refused: never wrong vectors
+        read_embeddings(tmp_path, "src")
+        raise AssertionError("a stale or half-written set was served")
+    except EmbeddingError as e:
+        assert "kemm-knowledge embed src" in str(e)
+    monkeypatch.setattr(store, "save_tensor", real_tensor)  # space freed
+    monkeypatch.setattr(store, "atomic_write_text", real_text)
+    r = CliRunner().invoke(app, ["embed", "src", "--cache-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert read_embeddings(tmp_path, "src").statements["C1"][0].startswith("Case 1b")

@@ -32,8 +32,9 @@ def embed(
         s = embed_source(cache_dir_or_default(cache_dir), source, enc, batch_size=batch_size, progress=True, rebuild=rebuild)
     except (CacheError, EmbeddingError) as e:
         fail(str(e))
-    except OSError as e:
-        fail(f"I/O error: {e}", 1)
+    except OSError as e:  # disk full, read-only cache ...: records are untouched; the set is repaired on rerun
+        fail(f"I/O error while embedding {source!r}: {e}; the source's records are untouched and readers refuse a "
+             f"half-written set: fix the cause (e.g. free disk space) and rerun `kemm-knowledge embed {source}`", 1)
     t = Table(title=f"kemm-knowledge embed {source} ({s.encoder_id})")
     for col in ("records", "statements", "encoded", "reused", "not ok (skipped)", "elapsed"):
         t.add_column(col, justify="right")

@@ -85,9 +85,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise EmbeddingError(f"{path}: missing; rerun `kemm-knowledge embed`") from None
+        raise EmbeddingError(f"{path}: missing; rerun `kemm-knowledge embed {path.parent.parent.name}`") from None
     except json.JSONDecodeError as e:
-        raise EmbeddingError(f"{path}: not valid JSON ({e}); rerun `kemm-knowledge embed`") from None
+        raise EmbeddingError(f"{path}: not valid JSON ({e}); rerun `kemm-knowledge embed {path.parent.parent.name}`") from None
 
 
 def load_stored(edir: Path, encoder_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -98,12 +98,13 @@ def load_stored(edir: Path, encoder_id: str) -> tuple[dict[str, Any], dict[str, 
     man = _read_json(man_p)
     index = _read_json(index_p)
     if not data_p.is_file():
-        raise EmbeddingError(f"{data_p}: missing while {man_p.name} exists; rerun `kemm-knowledge embed --rebuild`")
+        raise EmbeddingError(f"{data_p}: missing while {man_p.name} exists; rerun `kemm-knowledge embed {edir.parent.name}` "
+                             "(it re-encodes a damaged set)")
     gens = {man.get("generation"), index.get("generation"), _tensor_metadata(data_p).get("generation")}
     if len(gens) != 1:
         raise EmbeddingError(
             f"embedding set {edir / encoder_id}.* is inconsistent (an embed was interrupted between files); "
-            "rerun `kemm-knowledge embed` (it re-encodes a damaged set)"
+            f"rerun `kemm-knowledge embed {edir.parent.name}` (it re-encodes a damaged set)"
         )
     return man, index
 
