@@ -497,3 +497,18 @@ def test_disk_full_during_embed_is_one_line_loses_no_record_and_the_rerun_repair
     r = CliRunner().invoke(app, ["embed", "src", "--cache-dir", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert read_embeddings(tmp_path, "src").statements["C1"][0].startswith("Case 1b")
+
+
+def test_a_missing_transformers_model_is_one_error_and_no_progress_bar(tmp_path):
+    from typer.testing import CliRunner
+
+    from kemm.knowledge.cli import app
+
+    p = tmp_path / "BLADDER.csv"
+    p.write_text("pdf_file_name_path,ocr_text\nTCGA-AA-0001.x.PDF," + _TEXT.replace(",", "") + "\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["build", "refine_report", "--reports", str(p), "--backend", "transformers",
+                                 "--model", str(tmp_path / "nope"), "--source", "s", "--cache-dir", str(tmp_path / "kc")],
+                           env={"COLUMNS": "400"})
+    assert r.exit_code == 2 and r.output.startswith("error: --model") and "is not a directory" in r.output, r.output
+    assert "refine_report →" not in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "kc").exists()

@@ -97,18 +97,33 @@ def build(
             device=device, dtype=dtype, threads=threads, token_budget=token_budget,
         )
         cdir = cache_dir_or_default(cache_dir)
-        with Progress(
+        # The bar starts once the build knows its work (after the backend loaded and its inputs
+        # were checked), so a bad --model or an unreachable server is one error line, no bar.
+        prog = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-        ) as prog:
-            tid = prog.add_task(f"{task} → {source}", total=None)
+        )
+        tid = prog.add_task(f"{task} → {source}", total=None)
+
+        started = []
+
+        def on_total(n: int) -> None:
+            prog.update(tid, total=n)
+            if not started:
+                prog.start()
+                started.append(True)
+
+        try:
             summary = api.run_task(
                 task, inputs, source, backend, cdir, backend_options=options,
                 prompt_version=prompt_version, prompts_dir=prompts_dir, sampling_overrides=overrides,
                 batch_size=batch_size, max_attempts=max_attempts, limit=limit, sectioning=sectioning,
                 executor=executor, address=address, replicas=replicas, gpus_per_replica=gpus_per_replica,
-                progress=lambda n: prog.advance(tid, n), on_total=lambda n: prog.update(tid, total=n),
+                progress=lambda n: prog.advance(tid, n), on_total=on_total,
             )
+        finally:
+            if started:
+                prog.stop()
     except (InputError, PromptError, CacheError, BackendError, ValueError) as e:
         fail(str(e))
     except OSError as e:
