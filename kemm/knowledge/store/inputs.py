@@ -205,6 +205,7 @@ def read_reports(
             )
     ctype = cancer_type or cancer_type_for_file(path)
     grouped: dict[str, list[str]] = {}
+    row_numbers: dict[str, list[int]] = {}
     bad_ids: dict[str, str] = {}
     for i, row in enumerate(rows, start=2):
         raw_id = str(row.get(id_column) or "").strip()
@@ -224,6 +225,7 @@ def read_reports(
         text = row.get(text_column)
         text = "" if text is None else str(text)
         grouped.setdefault(case_id, []).append(text)
+        row_numbers.setdefault(case_id, []).append(i)
     out = []
     for case_id, texts in grouped.items():
         texts = [t.strip() for t in texts if t and t.strip()]
@@ -233,7 +235,9 @@ def read_reports(
         if case_id in bad_ids:
             skip = bad_ids[case_id]
         elif n_alnum < min_chars:
-            skip = f"report text has {n_alnum} letters/digits (< {min_chars}): nothing to refine"
+            where = ", ".join(map(str, row_numbers[case_id]))
+            skip = (f"{path}: row {where} (case {case_id}): {text_column!r} has {n_alnum} letters/digits "
+                    f"(< {min_chars}): nothing to refine; expected the report's text")
         out.append(
             TaskInput(
                 case_id=case_id,
