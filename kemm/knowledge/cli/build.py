@@ -97,38 +97,48 @@ def build(
             device=device, dtype=dtype, threads=threads, token_budget=token_budget,
         )
         cdir = cache_dir_or_default(cache_dir)
-        # The bar starts once the build knows its work (after the backend loaded and its inputs
-        # were checked), so a bad --model or an unreachable server is one error line, no bar.
-        prog = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-        )
-        tid = prog.add_task(f"{task} → {source}", total=None)
-
-        started = []
-
-        def on_total(n: int) -> None:
-            prog.update(tid, total=n)
-            if not started:
-                prog.start()
-                started.append(True)
-
-        try:
+        with _LazyProgress(f"{task} → {source}") as prog:
             summary = api.run_task(
                 task, inputs, source, backend, cdir, backend_options=options,
                 prompt_version=prompt_version, prompts_dir=prompts_dir, sampling_overrides=overrides,
                 batch_size=batch_size, max_attempts=max_attempts, limit=limit, sectioning=sectioning,
                 executor=executor, address=address, replicas=replicas, gpus_per_replica=gpus_per_replica,
-                progress=lambda n: prog.advance(tid, n), on_total=on_total,
+                progress=prog.advance, on_total=prog.total,
             )
-        finally:
-            if started:
-                prog.stop()
     except (InputError, PromptError, CacheError, BackendError, ValueError) as e:
         fail(str(e))
     except OSError as e:
         fail(f"I/O error: {e}", 1)
     _print_summary(task, source, summary)
+
+
+class _LazyProgress:
+    """A progress bar that appears once the build knows its work (after the backend loaded and
+    the inputs were checked), so a bad --model or an unreachable server is one error line."""
+
+    def __init__(self, label: str):
+        self._prog = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        )
+        self._tid = self._prog.add_task(label, total=None)
+        self._started = False
+
+    def total(self, n: int) -> None:
+        self._prog.update(self._tid, total=n)
+        if not self._started:
+            self._prog.start()
+            self._started = True
+
+    def advance(self, n: int) -> None:
+        self._prog.advance(self._tid, n)
+
+    def __enter__(self) -> "_LazyProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._started:
+            self._prog.stop()
 
 
 def _task_inputs(task: str, reports: list[Path], cancer_types: str, id_column: str, text_column: str,
