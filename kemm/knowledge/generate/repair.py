@@ -5,6 +5,13 @@ again with the model's own answer and the validation error appended to the
 conversation (as instructor does), at most ``max_attempts`` times in all.
 What still fails comes back as a failure with its last raw text and errors;
 one bad record never aborts the batch.
+
+An output cut off by the token limit (``finish_reason == "length"``, not valid) is
+not "wrong", only unfinished: feeding it back makes a small model repeat itself.
+It is asked again with the original conversation and twice the ``max_tokens``
+(at most ``MAX_TOKENS_GROWTH`` times the configured value); the record's errors
+and ``meta`` say which limit produced the output. The policy is deterministic, so
+a rebuild reproduces it.
 """
 from __future__ import annotations
 
@@ -17,6 +24,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kemm.knowledge.generate.backends.base import Backend, GenerationRequest, GenerationResult
+
+MAX_TOKENS_GROWTH = 4
 
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 
@@ -95,30 +104,24 @@ def generate_validated(
     attempts = [0] * len(requests)
     latency = [0.0] * len(requests)
     errors: list[list[str]] = [[] for _ in requests]
+    budget = [sampling.get("max_tokens")] * len(requests)  # grows for a truncated output (see module doc)
     pending = list(range(len(requests)))
     while pending:
-        batch = [GenerationRequest(messages=convs[i], inputs=requests[i].inputs) for i in pending]
         t0 = time.perf_counter()
-        try:
-            results = backend.generate(batch, schema, sampling)
-        except Exception as e:  # a backend that crashes on a batch fails these records, not the build
-            results = [GenerationResult(text="", finish_reason="error", error=f"{type(e).__name__}: {e}") for _ in batch]
-        if len(results) != len(batch):
-            raise RuntimeError(
-                f"backend {getattr(backend, 'name', backend)!r} returned {len(results)} results for {len(batch)} requests"
-            )
+        results = _generate_by_budget(backend, [(i, convs[i], requests[i].inputs, budget[i]) for i in pending],
+                                      schema, sampling)
         wall = time.perf_counter() - t0
         still = []
         for i, res in zip(pending, results):
             attempts[i] += 1
-            latency[i] += res.latency_s or wall / max(len(batch), 1)
+            latency[i] += res.latency_s or wall / max(len(pending), 1)
             if res.error:
                 errs = [f"backend error: {res.error}"]
                 obj = None
             else:
                 obj, errs = validate_text(res.text, schema)
                 if obj is None and res.finish_reason == "length":
-                    errs = errs + ["output was truncated (finish_reason=length): raise max_tokens"]
+                    errs = errs + [_truncated(budget, i, sampling.get("max_tokens"))]
             if obj is not None:
                 outcomes[i] = Outcome(
                     status="ok",
@@ -133,7 +136,7 @@ def generate_validated(
                 continue
             errors[i] = errors[i] + [f"attempt {attempts[i]}: {e}" for e in errs]
             if attempts[i] < max_attempts:
-                if not res.error:
+                if not res.error and res.finish_reason != "length":
                     convs[i] = convs[i] + [
                         {"role": "assistant", "content": res.text},
                         {"role": "user", "content": feedback_message(errs)},
@@ -152,3 +155,31 @@ def generate_validated(
                 )
         pending = still
     return [o for o in outcomes if o is not None]
+
+
+def _truncated(budget: list[Any], i: int, configured: Any) -> str:
+    """The error line of a truncated output; doubles request ``i``'s token limit when it may grow."""
+    if isinstance(budget[i], int) and isinstance(configured, int) and budget[i] * 2 <= configured * MAX_TOKENS_GROWTH:
+        budget[i] *= 2
+        return f"output was truncated (finish_reason=length): asked again with max_tokens={budget[i]}"
+    return "output was truncated (finish_reason=length): raise max_tokens"
+
+
+def _generate_by_budget(backend: Backend, items: list[tuple[int, list, dict, Any]], schema: type[BaseModel],
+                        sampling: dict[str, Any]) -> list[GenerationResult]:
+    """One ``generate`` per distinct token budget (a batch shares its sampling); results in ``items`` order."""
+    out: dict[int, GenerationResult] = {}
+    for b in dict.fromkeys(it[3] for it in items):
+        group = [it for it in items if it[3] == b]
+        batch = [GenerationRequest(messages=conv, inputs=inputs) for _, conv, inputs, _ in group]
+        s = sampling if b == sampling.get("max_tokens") else {**sampling, "max_tokens": b}
+        try:
+            res = backend.generate(batch, schema, s)
+        except Exception as e:  # a backend that crashes on a batch fails these records, not the build
+            res = [GenerationResult(text="", finish_reason="error", error=f"{type(e).__name__}: {e}") for _ in batch]
+        if len(res) != len(batch):
+            raise RuntimeError(
+                f"backend {getattr(backend, 'name', backend)!r} returned {len(res)} results for {len(batch)} requests"
+            )
+        out.update({it[0]: r for it, r in zip(group, res)})
+    return [out[it[0]] for it in items]

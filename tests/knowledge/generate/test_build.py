@@ -75,6 +75,40 @@ def test_repair_loop_retries_with_feedback_then_ok(tmp_path):
     assert "pT" in retry_msgs[0][3]["content"]
 
 
+class _TruncatingBackend:
+    """Cuts every output that needs more than ``needs`` tokens (one token per character here)."""
+
+    name = "truncating"
+
+    def __init__(self, needs: int):
+        self.needs, self.calls = needs, []
+
+    def generate(self, requests, schema, sampling):
+        from kemm.knowledge.generate.backends.base import GenerationResult
+
+        self.calls.append((sampling["max_tokens"], [r.messages for r in requests]))
+        full = json.dumps(VALID_REPORT)
+        if sampling["max_tokens"] >= self.needs:
+            return [GenerationResult(text=full, finish_reason="stop") for _ in requests]
+        return [GenerationResult(text=full[: sampling["max_tokens"] // 8], finish_reason="length") for _ in requests]
+
+
+def test_a_truncated_output_is_asked_again_with_twice_the_tokens_not_fed_back():
+    msgs = [[{"role": "user", "content": "report A"}], [{"role": "user", "content": "report B"}]]
+    reqs = [GenerationRequest(messages=m) for m in msgs]
+    be = _TruncatingBackend(needs=2048)
+    outs = generate_validated(be, reqs, RefinedReport, {"max_tokens": 1024, "temperature": 0.0}, max_attempts=3)
+    assert [o.status for o in outs] == ["ok", "ok"] and [o.attempts for o in outs] == [2, 2]
+    assert [c[0] for c in be.calls] == [1024, 2048]
+    assert be.calls[1][1] == msgs  # the original conversations: the cut-off text is not fed back
+    assert "asked again with max_tokens=2048" in outs[0].errors[-1]
+    # the growth is bounded: 4x the configured limit at most, then the failure says so
+    be = _TruncatingBackend(needs=10**6)
+    (o,) = generate_validated(be, reqs[:1], RefinedReport, {"max_tokens": 256}, max_attempts=5)
+    assert o.status == "failed" and [c[0] for c in be.calls] == [256, 512, 1024, 1024, 1024]
+    assert o.errors[-1].endswith("raise max_tokens")
+
+
 def test_always_invalid_becomes_failure_and_is_not_a_cache_hit(tmp_path):
     be = ScriptedBackend({"TCGA-ZZ-0001": ["not json at all"]})
     p = load_prompt("refine_report")

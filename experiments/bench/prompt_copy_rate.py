@@ -1,0 +1,57 @@
+"""Claims copied from the prompt, before and after a prompt change: two sources, the same cases.
+
+    PYTHONPATH=. python experiments/bench/prompt_copy_rate.py --reports BLADDER.csv \\
+        --sources tcga-blca-smollm2-v1 tcga-blca-smollm2 [--cache-dir knowledge_cache] [--out prompt_copies.json]
+
+Each source is audited (``kemm-knowledge audit``); the comparison is restricted to the cases
+that are ok in every source, so both prompts are judged on the same reports. A record
+"copies" when it states a value the rendered prompt shows as an example (TNM category,
+stage group, grade, size) that its report does not contain. Writes aggregates only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+from kemm.knowledge.review.audit import audit_source
+
+
+def compare(cache_dir: Path, sources: list[str], reports: list[Path]) -> dict:
+    audits = {s: audit_source(cache_dir, s, reports=reports) for s in sources}
+    ok = {s: {r.case_id for r in a.records if r.status == "ok"} for s, a in audits.items()}
+    shared = set.intersection(*ok.values())
+    out = {"shared_ok_cases": len(shared), "sources": {}}
+    for s, a in audits.items():
+        f = a.faithfulness
+        cp = f.copied_from_prompt if f is not None else None
+        cases = {c: v for c, v in (cp.cases if cp else {}).items() if c in shared}
+        values = Counter(v for vs in cases.values() for v in vs)
+        out["sources"][s] = {
+            "prompt_version": a.manifest.get("identity", {}).get("prompt_version"),
+            "prompt_examples": cp.prompt_examples if cp else None,
+            "ok_records": len(ok[s]),
+            "copying_records_shared": len(cases),
+            "copy_rate_shared": round(len(cases) / len(shared), 4) if shared else None,
+            "copied_values_shared": values.most_common(8),
+            "faithful_records_all": f.faithfulness if f else None,
+            "claim_support_all": f.claim_support if f else None,
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reports", type=Path, nargs="+", required=True)
+    ap.add_argument("--sources", nargs="+", required=True)
+    ap.add_argument("--cache-dir", type=Path, default=Path("knowledge_cache"))
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("prompt_copies.json"))
+    args = ap.parse_args()
+    res = compare(args.cache_dir, args.sources, args.reports)
+    args.out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
