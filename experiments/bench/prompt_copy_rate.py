@@ -28,6 +28,8 @@ def compare(cache_dir: Path, sources: list[str], reports: list[Path]) -> dict:
         cp = f.copied_from_prompt if f is not None else None
         cases = {c: v for c, v in (cp.cases if cp else {}).items() if c in shared}
         values = Counter(v for vs in cases.values() for v in vs)
+        recs = [r for r in a.records if r.case_id in shared and r.unverifiable is None]
+        claims = [c for r in recs for c in r.claims]
         out["sources"][s] = {
             "prompt_version": a.manifest.get("identity", {}).get("prompt_version"),
             "prompt_examples": cp.prompt_examples if cp else None,
@@ -35,6 +37,8 @@ def compare(cache_dir: Path, sources: list[str], reports: list[Path]) -> dict:
             "copying_records_shared": len(cases),
             "copy_rate_shared": round(len(cases) / len(shared), 4) if shared else None,
             "copied_values_shared": values.most_common(8),
+            "faithful_records_shared": round(sum(not r.unsupported for r in recs) / len(recs), 4) if recs else None,
+            "claim_support_shared": round(sum(c.supported for c in claims) / len(claims), 4) if claims else None,
             "faithful_records_all": f.faithfulness if f else None,
             "claim_support_all": f.claim_support if f else None,
         }
