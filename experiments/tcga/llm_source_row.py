@@ -164,7 +164,7 @@ def main() -> None:
     audits = audit_rows(args.cache_dir, files, [source_name(spec.cohort, "rules"), source_name(spec.cohort, "llm"),
                                                 args.source])
     folds = pd.read_csv(args.exp_dir / "folds.csv")
-    committed = folds[(folds.cohort == args.cohort) & folds.model.isin(ROWS)]
+    committed = folds[(folds.cohort == args.cohort) & folds.model.isin([*ROWS, "kemm_noknow"])]
     cmd = (f"python experiments/tcga/llm_source_row.py --data-root DATA --cohort {args.cohort} --source {args.source}")
     out = args.out / f"LLM_SOURCE_{args.cohort.upper()}.md"
     out.write_text(render(args.cohort, args.source, results, audits, committed, cmd), encoding="utf-8")

@@ -106,16 +106,20 @@ class PatientDataset(Dataset):
 
 
 def _pbk_coverage_warnings(cohort: Cohort, pbk: TextTable) -> list[str]:
-    """One line when patients have no PBK (their cancer type is not in the source): their PBK tokens are masked.
+    """One line when patients' cancer type has no PBK in a per-type (static) source: their PBK tokens are masked.
 
     A cohort of a type without PBK still trains (the tokens of those patients are masked, as a
     patient without a report); the run says so instead of failing after other cohorts trained.
+    A per-patient (grounded) source lacks patients whose report grounds nothing: that is missing
+    knowledge like a missing report (``coverage()`` counts it), not a configuration problem.
     """
+    if any(pbk.get(c) is not None for c in cohort.case_ids):
+        return []
     t = cohort.table
     types = t["cancer_type"].tolist() if "cancer_type" in t.columns else [None] * len(t)
     missing: dict[str, int] = {}
-    for cid, ct in zip(cohort.case_ids, types):
-        if pbk.get(cid) is None and (ct is None or ct != ct or pbk.get(str(ct)) is None):
+    for ct in types:
+        if ct is None or ct != ct or pbk.get(str(ct)) is None:
             label = "no cancer_type" if ct is None or ct != ct else str(ct)
             missing[label] = missing.get(label, 0) + 1
     if not missing:

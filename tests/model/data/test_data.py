@@ -298,3 +298,5 @@ def test_pbk_source_without_the_cohort_type_masks_pbk_with_a_warning(tmp_path):
     assert SurvivalData(c, None, None, None, pbk, strict_knowledge=False).warnings == []  # predict: silent
     covered = TextTable("pbk-src", "enc", 6, {"BLCA": np.ones((2, 6), np.float32)})
     assert SurvivalData(c, None, None, None, covered).warnings == []
+    grounded = TextTable("g", "enc", 6, {c.case_ids[0]: np.ones((2, 6), np.float32)})  # per patient, some without
+    assert SurvivalData(c, None, None, None, grounded).warnings == []
