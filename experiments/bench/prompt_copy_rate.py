@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from kemm.knowledge.review.audit import audit_source
+from kemm.knowledge.review.prompt_copies import copied_claims
 
 
 def compare(cache_dir: Path, sources: list[str], reports: list[Path]) -> dict:
@@ -26,16 +27,19 @@ def compare(cache_dir: Path, sources: list[str], reports: list[Path]) -> dict:
     for s, a in audits.items():
         f = a.faithfulness
         cp = f.copied_from_prompt if f is not None else None
-        cases = {c: v for c, v in (cp.cases if cp else {}).items() if c in shared}
-        values = Counter(v for vs in cases.values() for v in vs)
         recs = [r for r in a.records if r.case_id in shared and r.unverifiable is None]
+        examples = set(cp.prompt_examples or []) if cp else set()
+        # from every record's claims (the audit's `cases` lists only the first 50 copying records)
+        cases = {r.case_id: [f"{c.where}: {c.value}" for c in hits] for r in recs
+                 if (hits := copied_claims(r.claims, examples))}
+        values = Counter(v for vs in cases.values() for v in vs)
         claims = [c for r in recs for c in r.claims]
         out["sources"][s] = {
             "prompt_version": a.manifest.get("identity", {}).get("prompt_version"),
             "prompt_examples": cp.prompt_examples if cp else None,
             "ok_records": len(ok[s]),
             "copying_records_shared": len(cases),
-            "copy_rate_shared": round(len(cases) / len(shared), 4) if shared else None,
+            "copy_rate_shared": round(len(cases) / len(recs), 4) if recs else None,
             "copied_values_shared": values.most_common(8),
             "faithful_records_shared": round(sum(not r.unsupported for r in recs) / len(recs), 4) if recs else None,
             "claim_support_shared": round(sum(c.supported for c in claims) / len(claims), 4) if claims else None,
