@@ -170,11 +170,11 @@ class SourceCache:
         return man
 
     # -- records ----------------------------------------------------------------
-    def load(self, check_identity: bool = True) -> LoadReport:
+    def load(self) -> LoadReport:
         """Every complete record line (the last line of a key wins).
 
         Raises ``CacheError`` when records were written under another identity than the
-        manifest states (``check_identity=False`` only counts them, for ``ls``).
+        manifest states (``ls`` uses the cheaper :meth:`identity_problem` instead).
         """
         rep = LoadReport()
         if not self.records_path.is_file():
@@ -195,7 +195,7 @@ class SourceCache:
                 rep.records[rec.key] = rec
                 if expected and rec.identity_sha and rec.identity_sha != expected:
                     rep.foreign += 1
-        if rep.foreign and check_identity:
+        if rep.foreign:
             raise CacheError(self._mismatch_message(rep.foreign, rep.n_lines))
         return rep
 
