@@ -30,7 +30,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from kemm.knowledge.rules.covariates import encode_report
-from kemm.knowledge.generate.schemas import NOT_REPORTED, RefinedReport
+from kemm.knowledge.generate.schemas import NOT_REPORTED, RefinedReport, Statement
+
+# A field sentence is a Statement of FieldStatements: a free-text value (an LLM's histologic type
+# may run to 300 characters) is shortened so the sentence stays within that limit.
+_STATEMENT_MAX = next(m.max_length for m in Statement.__metadata__ if getattr(m, "max_length", None))
 
 FIELD_SENTENCES_VERSION = "fields-v2"  # v2: kinds carry the value category
 
@@ -167,7 +171,11 @@ def _histology(v: str) -> str | None:
     low = v.strip().lower()
     if low == NOT_REPORTED or low in _GENERIC_TYPES or not _HISTOLOGY_NOUN.search(low):
         return None
-    return f"Histologic type: {v.strip()}."
+    v = v.strip()
+    room = _STATEMENT_MAX - len("Histologic type: .")
+    if len(v) > room:
+        v = v[: room - 1].rstrip() + "…"
+    return f"Histologic type: {v}."
 
 
 def _pt(v: str) -> str | None:

@@ -84,3 +84,15 @@ def test_kinds_carry_the_value_category(change, kind):
     kinds = [k for k, _ in field_sentences(dict(EMPTY, **change))]
     assert kinds == [kind]
     assert kind_field(kind) in FIELD_KINDS and kind_field("pbk:stage:unfavourable") == "pbk:stage:unfavourable"
+
+
+def test_a_long_free_text_histology_still_fits_a_statement():
+    """A 300-character histologic type (an LLM's) made a 318-character sentence that FieldStatements refused."""
+    from kemm.knowledge.generate.schemas import FieldStatements
+
+    rep = dict(VALID_REPORT, histologic_type="urothelial carcinoma " + "with squamous differentiation " * 10)
+    rep["histologic_type"] = rep["histologic_type"][:300]
+    pairs = field_sentences(rep)
+    hist = dict(pairs)["histologic_type"]
+    assert len(hist) <= 300 and hist.startswith("Histologic type: urothelial carcinoma") and hist.endswith("….")
+    FieldStatements.model_validate({"items": [{"kind": k, "text": t} for k, t in pairs]})
