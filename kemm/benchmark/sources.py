@@ -69,12 +69,14 @@ def build_cohort_sources(spec: CohortSpec, data_root: Path, cache_dir: Path) -> 
 
 def build_sources(specs: list[CohortSpec], bench_base: dict, data_root: Path, cache_dir: Path) -> None:
     """Every cohort's sources and the curated PBK, embedded with every encoder the profiles use."""
+    # Every encoder a profile names is loaded first (once, shared by every source): a missing
+    # optional encoder is reported before any source is built, not after.
+    encoders = {name: (load_encoder(name), roles) for name, roles in encoder_roles(bench_base).items()}
     types = sorted({s.bench["cancer_type"] for s in specs})
     log.info("pbk: %s", build_pbk(types, PBK_SOURCE, backend="rules", cache_dir=cache_dir).line())
     for spec in specs:
         build_cohort_sources(spec, data_root, cache_dir)
-    for enc_name, roles in encoder_roles(bench_base).items():
-        enc = load_encoder(enc_name)  # loaded once per encoder, shared by every source
+    for enc, roles in encoders.values():
         for role in sorted(roles if roles is not None else ROLES):
             names = {source_name(s.cohort, role) for s in specs if s.bench.get("reports") or role == "pbk"}
             for n in sorted(names):
