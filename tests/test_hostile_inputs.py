@@ -407,7 +407,7 @@ def test_an_edited_manifest_is_reported_by_ls_show_audit_and_readers(tmp_path):
         assert "manifest does not match its records" in r.output and "Traceback" not in r.output, args
     r = runner.invoke(app, ["ls", "--cache-dir", str(kc)], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and "MANIFEST MISMATCH" in r.output and "warning: source s:" in r.output
-    # a build under the forged identity is refused too, and appends nothing
+    # the build's bookkeeping refuses it too (a rules build is refused earlier, by its other identity)
     before = (kc / "s" / "records.jsonl").read_bytes()
     with pytest.raises(CacheError, match="manifest does not match"):
         SourceCache(kc, "s").update_counts()
@@ -562,3 +562,33 @@ def test_a_hostile_report_file_builds_every_good_row_and_names_every_bad_one(tmp
     r2 = CliRunner().invoke(app, ["build", "refine_report", "--reports", str(p), "--source", "s", "--cache-dir", str(kc)])
     assert r2.exit_code == 0, r2.output
     assert (kc / "s" / "records.jsonl").read_bytes() == before  # a rebuild regenerates nothing, skips included
+
+
+def test_a_manifest_whose_identity_is_not_an_object_is_one_line(tmp_path):
+    from kemm.knowledge.store.cache import CacheError, list_sources
+
+    runner, app, kc = _rules_source(tmp_path)
+    man_p = kc / "s" / "manifest.json"
+    man_p.write_text(json.dumps({**json.loads(man_p.read_text()), "identity": "oops"}))
+    with pytest.raises(CacheError, match="'identity' is an object"):
+        SourceCache(kc, "s").load()
+    assert "not an object" in list_sources(kc)[0]["error"]
+    for args in (["ls"], ["show", "s"], ["audit", "s"]):
+        r = runner.invoke(app, [*args, "--cache-dir", str(kc)])
+        assert "Traceback" not in r.output and not isinstance(r.exception, AttributeError), (args, r.output)
+
+
+def test_the_writer_stamps_the_builds_identity_and_refuses_a_manifest_that_changed(tmp_path):
+    from kemm.knowledge.store.cache import CacheError, identity_sha
+
+    _, _, kc = _rules_source(tmp_path)
+    sc = SourceCache(kc, "s")
+    ident = sc.read_manifest()["identity"]
+    other = {**ident, "model_id": "another-model"}
+    with pytest.raises(CacheError, match="states another identity than this build's"):
+        with sc.writer(other):
+            pass
+    with sc.writer(ident) as w:
+        rec = next(iter(sc.by_case().values()))
+        w.append(rec.model_copy(update={"identity_sha": None}))
+    assert json.loads(sc.records_path.read_text().splitlines()[-1])["identity_sha"] == identity_sha(ident)

@@ -98,7 +98,7 @@ def build(
     todo = _todo(identity, inputs, cache, summary)
     if on_total:
         on_total(len(todo))
-    with cache.writer() as w:
+    with cache.writer(identity) as w:
         for inp, key in [(i, k) for i, k in todo if i.skip_reason]:
             w.append(_skipped_record(inp, key))
             summary.skipped += 1

@@ -152,7 +152,7 @@ def _write(
     cache.ensure_identity(identity, provenance)
     summary = DeriveSummary(source=cache.source, total=len(items))
     loaded = cache.load().records
-    with cache.writer() as w:
+    with cache.writer(identity) as w:
         for case_id, inp, make in items:
             text = canonical_json({"case_id": case_id, "input": inp})
             key = record_key(identity, text)

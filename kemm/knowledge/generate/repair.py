@@ -8,10 +8,12 @@ one bad record never aborts the batch.
 
 An output cut off by the token limit (``finish_reason == "length"``, not valid) is
 not "wrong", only unfinished: feeding it back makes a small model repeat itself.
-It is asked again with the original conversation and twice the ``max_tokens``
-(at most ``MAX_TOKENS_GROWTH`` times the configured value); the record's errors
-and ``meta`` say which limit produced the output. The policy is deterministic, so
-a rebuild reproduces it.
+It is asked again with the conversation as it stood before that output (nothing
+appended) and twice the ``max_tokens`` (at most ``MAX_TOKENS_GROWTH`` times the
+configured value); once the limit cannot grow, the record fails at once instead of
+repeating the same call. The record's errors and ``meta`` say which limit produced
+the output. The policy is deterministic, so a rebuild reproduces it. (A grown limit
+may exceed a served model's context: the server's error then fails that record.)
 """
 from __future__ import annotations
 
@@ -120,8 +122,10 @@ def generate_validated(
                 obj = None
             else:
                 obj, errs = validate_text(res.text, schema)
-                if obj is None and res.finish_reason == "length":
-                    errs = errs + [_truncated(budget, i, sampling.get("max_tokens"))]
+                truncated = obj is None and res.finish_reason == "length"
+                if truncated:
+                    last = attempts[i] >= max_attempts
+                    errs = errs + [_truncated(budget, i, sampling.get("max_tokens"), grow=not last)]
             if obj is not None:
                 outcomes[i] = Outcome(
                     status="ok",
@@ -135,7 +139,9 @@ def generate_validated(
                 )
                 continue
             errors[i] = errors[i] + [f"attempt {attempts[i]}: {e}" for e in errs]
-            if attempts[i] < max_attempts:
+            # a truncated output asked again with the same limit would come back the same: stop there
+            cannot_grow = not res.error and res.finish_reason == "length" and errs[-1].endswith("raise max_tokens")
+            if attempts[i] < max_attempts and not cannot_grow:
                 if not res.error and res.finish_reason != "length":
                     convs[i] = convs[i] + [
                         {"role": "assistant", "content": res.text},
@@ -157,9 +163,10 @@ def generate_validated(
     return [o for o in outcomes if o is not None]
 
 
-def _truncated(budget: list[Any], i: int, configured: Any) -> str:
-    """The error line of a truncated output; doubles request ``i``'s token limit when it may grow."""
-    if isinstance(budget[i], int) and isinstance(configured, int) and budget[i] * 2 <= configured * MAX_TOKENS_GROWTH:
+def _truncated(budget: list[Any], i: int, configured: Any, grow: bool) -> str:
+    """The error line of a truncated output; doubles request ``i``'s token limit when another
+    attempt follows and the limit may still grow (at most ``MAX_TOKENS_GROWTH`` x ``configured``)."""
+    if grow and isinstance(budget[i], int) and isinstance(configured, int) and budget[i] * 2 <= configured * MAX_TOKENS_GROWTH:
         budget[i] *= 2
         return f"output was truncated (finish_reason=length): asked again with max_tokens={budget[i]}"
     return "output was truncated (finish_reason=length): raise max_tokens"

@@ -129,9 +129,13 @@ class SourceCache:
                 f"(expected {self.manifest_path}); `kemm-knowledge ls` lists the sources"
             )
         try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            man = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise CacheError(f"{self.manifest_path}: not valid JSON ({e})") from None
+        if not isinstance(man, dict) or not isinstance(man.get("identity", {}), dict):
+            raise CacheError(f"{self.manifest_path}: expected a JSON object whose 'identity' is an object; "
+                             "restore the manifest kemm wrote, or rebuild into a new --source")
+        return man
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
@@ -200,12 +204,10 @@ class SourceCache:
         return rep
 
     def _manifest_identity_sha(self) -> str | None:
+        """The manifest's identity sha (None without a manifest); a malformed manifest is a CacheError."""
         if not self.exists():
             return None
-        try:
-            return identity_sha(self.read_manifest().get("identity") or {})
-        except CacheError:
-            return None
+        return identity_sha(self.read_manifest().get("identity") or {})
 
     def _mismatch_message(self, n_foreign: int, n_lines: int) -> str:
         ident = (self.read_manifest().get("identity") or {}) if self.exists() else {}
@@ -248,7 +250,10 @@ class SourceCache:
         return records_generation(self.ok_by_case())
 
     @contextlib.contextmanager
-    def writer(self) -> Iterator[RecordWriter]:
+    def writer(self, identity: dict[str, Any] | None = None) -> Iterator[RecordWriter]:
+        """The appender, under the source's lock. ``identity``: what the caller builds under; each
+        record is stamped with it, and a manifest that (no longer) states it is refused under the lock
+        (two first builds of one new source with different settings cannot mix)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         lock = open(self.dir / ".lock", "w")
         try:
@@ -257,7 +262,15 @@ class SourceCache:
             except BlockingIOError:
                 raise CacheError(f"source {self.source!r} is being written by another process") from None
             self._repair_torn_tail()
-            w = RecordWriter(self.records_path, self._manifest_identity_sha())
+            stated = self._manifest_identity_sha()
+            stamp = identity_sha(identity) if identity is not None else stated
+            if identity is not None and stated is not None and stamp != stated:
+                raise CacheError(
+                    f"{self.manifest_path} states another identity than this build's (backend "
+                    f"{identity.get('backend')!r}, model {identity.get('model_id')!r}): another build or an edit changed "
+                    "it; use a new --source name"
+                )
+            w = RecordWriter(self.records_path, stamp)
             try:
                 yield w
             finally:
@@ -352,7 +365,10 @@ def list_sources(cache_dir: Path | str) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 out.append({"source": d.name, "error": f"{m}: not valid JSON"})
                 continue
-            with contextlib.suppress(CacheError):
+            if not isinstance(man, dict) or not isinstance(man.get("identity", {}), dict):
+                out.append({"source": d.name, "error": f"{m}: 'identity' is not an object"})
+                continue
+            with contextlib.suppress(CacheError):  # names kemm would refuse are listed, not checked
                 problem = SourceCache(root, d.name).identity_problem()
                 if problem:
                     man["identity_problem"] = problem

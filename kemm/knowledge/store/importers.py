@@ -129,7 +129,7 @@ def import_file(
         r.key = record_key(identity, canonical_input(r))
         r.input_meta["import_sha256"] = sha
     existing = sc.load().records
-    with sc.writer() as w:
+    with sc.writer(identity) as w:
         for r in records:
             summary.cases += 1
             summary.ok += r.status == "ok"

@@ -102,11 +102,15 @@ def test_a_truncated_output_is_asked_again_with_twice_the_tokens_not_fed_back():
     assert [c[0] for c in be.calls] == [1024, 2048]
     assert be.calls[1][1] == msgs  # the original conversations: the cut-off text is not fed back
     assert "asked again with max_tokens=2048" in outs[0].errors[-1]
-    # the growth is bounded: 4x the configured limit at most, then the failure says so
+    # the growth is bounded: 4x the configured limit at most; then it fails at once, never the same call again
     be = _TruncatingBackend(needs=10**6)
     (o,) = generate_validated(be, reqs[:1], RefinedReport, {"max_tokens": 256}, max_attempts=5)
-    assert o.status == "failed" and [c[0] for c in be.calls] == [256, 512, 1024, 1024, 1024]
+    assert o.status == "failed" and [c[0] for c in be.calls] == [256, 512, 1024] and o.attempts == 3
     assert o.errors[-1].endswith("raise max_tokens")
+    # the last allowed attempt does not claim a retry
+    be = _TruncatingBackend(needs=10**6)
+    (o,) = generate_validated(be, reqs[:1], RefinedReport, {"max_tokens": 256}, max_attempts=1)
+    assert [c[0] for c in be.calls] == [256] and o.errors[-1].endswith("raise max_tokens")
 
 
 def test_always_invalid_becomes_failure_and_is_not_a_cache_hit(tmp_path):
