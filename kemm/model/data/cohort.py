@@ -149,7 +149,8 @@ def load_cohort(
     if has_labels:
         out["time"], out["event"] = _labels(grouped, time_col, event_col, cens_col, path_s)
     if optional["cancer_type"]:
-        out["cancer_type"] = grouped[optional["cancer_type"]].first().astype(str).str.upper()
+        ct = grouped[optional["cancer_type"]].first()
+        out["cancer_type"] = ct.where(ct.isna(), ct.astype(str).str.strip().str.upper())  # missing stays missing
     else:
         out["cancer_type"] = cancer_type.upper() if cancer_type else None
     for role in ("age", "sex"):

@@ -129,7 +129,8 @@ def _pbk_coverage_warnings(cohort: Cohort, pbk: TextTable) -> list[str]:
     return [
         f"knowledge source {pbk.source!r} has no PBK for {n} of {len(cohort.case_ids)} patients of {cohort.path} "
         f"({which}; it has {', '.join(sorted(pbk.by_key)[:8])}): their PBK tokens are masked; build PBK for these "
-        "types (kemm-knowledge build pbk --cancer-types ...) or set data.cancer_type"
+        "types (kemm-knowledge build pbk --cancer-types ...), or map the cohort's cancer type "
+        "(data.columns.cancer_type, or data.cancer_type with data.columns.cancer_type: null)"
     ]
 
 

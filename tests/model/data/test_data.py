@@ -300,3 +300,16 @@ def test_pbk_source_without_the_cohort_type_masks_pbk_with_a_warning(tmp_path):
     assert SurvivalData(c, None, None, None, covered).warnings == []
     grounded = TextTable("g", "enc", 6, {c.case_ids[0]: np.ones((2, 6), np.float32)})  # per patient, some without
     assert SurvivalData(c, None, None, None, grounded).warnings == []
+
+
+def test_a_missing_cancer_type_stays_missing_and_is_named_so(tmp_path):
+    p = _table(tmp_path)
+    df = pd.read_csv(p)
+    col = "oncotree_code" if "oncotree_code" in df.columns else "cancer_type"
+    df.loc[df.case_id == "TCGA-AA-0003", col] = np.nan
+    df.to_csv(p, index=False)
+    c = load_cohort(p)
+    assert pd.isna(c.table.loc["TCGA-AA-0003", "cancer_type"])  # missing, not the string "NAN"
+    pbk = TextTable("pbk-src", "enc", 6, {"LUAD": np.ones((2, 6), np.float32)})
+    (w,) = SurvivalData(c, None, None, None, pbk).warnings
+    assert "no cancer_type (1)" in w and "NAN" not in w
