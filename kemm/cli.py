@@ -67,7 +67,7 @@ def print_results(run_dir: Path, title: str | None = None, folds: bool = False) 
                 ft.add_row(*[_cell(r.get(c)) for c in ("fold", "n_train", "n_val", *METRICS, "seconds")])
             out.print(ft)
     rd = RunDir(run_dir)
-    for w in (rd.read_run_json().get("warnings", []) if rd.run_json_path.is_file() else []):
+    for w in rd.run_warnings():
         out.print(f"warning: {escape(w)}", highlight=False, soft_wrap=True)
     km = rd.read_km()
     if km:

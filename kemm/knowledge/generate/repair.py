@@ -107,6 +107,7 @@ def generate_validated(
     latency = [0.0] * len(requests)
     errors: list[list[str]] = [[] for _ in requests]
     budget = [sampling.get("max_tokens")] * len(requests)  # grows for a truncated output (see module doc)
+    stuck = [False] * len(requests)  # truncated, and its limit can grow no further
     pending = list(range(len(requests)))
     while pending:
         t0 = time.perf_counter()
@@ -122,10 +123,11 @@ def generate_validated(
                 obj = None
             else:
                 obj, errs = validate_text(res.text, schema)
-                truncated = obj is None and res.finish_reason == "length"
-                if truncated:
-                    last = attempts[i] >= max_attempts
-                    errs = errs + [_truncated(budget, i, sampling.get("max_tokens"), grow=not last)]
+                if obj is None and res.finish_reason == "length":
+                    msg, grew = _truncated(budget, i, sampling.get("max_tokens"), grow=attempts[i] < max_attempts)
+                    errs = errs + [msg]
+                    # asked again with the same limit it would come back the same: stop there
+                    stuck[i] = not grew
             if obj is not None:
                 outcomes[i] = Outcome(
                     status="ok",
@@ -139,9 +141,7 @@ def generate_validated(
                 )
                 continue
             errors[i] = errors[i] + [f"attempt {attempts[i]}: {e}" for e in errs]
-            # a truncated output asked again with the same limit would come back the same: stop there
-            cannot_grow = not res.error and res.finish_reason == "length" and errs[-1].endswith("raise max_tokens")
-            if attempts[i] < max_attempts and not cannot_grow:
+            if attempts[i] < max_attempts and not stuck[i]:
                 if not res.error and res.finish_reason != "length":
                     convs[i] = convs[i] + [
                         {"role": "assistant", "content": res.text},
@@ -163,13 +163,13 @@ def generate_validated(
     return [o for o in outcomes if o is not None]
 
 
-def _truncated(budget: list[Any], i: int, configured: Any, grow: bool) -> str:
-    """The error line of a truncated output; doubles request ``i``'s token limit when another
+def _truncated(budget: list[Any], i: int, configured: Any, grow: bool) -> tuple[str, bool]:
+    """(error line, grew) for a truncated output; doubles request ``i``'s token limit when another
     attempt follows and the limit may still grow (at most ``MAX_TOKENS_GROWTH`` x ``configured``)."""
     if grow and isinstance(budget[i], int) and isinstance(configured, int) and budget[i] * 2 <= configured * MAX_TOKENS_GROWTH:
         budget[i] *= 2
-        return f"output was truncated (finish_reason=length): asked again with max_tokens={budget[i]}"
-    return "output was truncated (finish_reason=length): raise max_tokens"
+        return f"output was truncated (finish_reason=length): asked again with max_tokens={budget[i]}", True
+    return "output was truncated (finish_reason=length): raise max_tokens", False
 
 
 def _generate_by_budget(backend: Backend, items: list[tuple[int, list, dict, Any]], schema: type[BaseModel],

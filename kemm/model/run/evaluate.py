@@ -89,7 +89,7 @@ def summarize_run(run_dir: Path | str, cfg: ExperimentConfig | None = None, km_m
     run.write_json(run.metrics_path, metrics)
     table = results_table(metrics)
     write_csv(table, run.results_csv)
-    warnings = run.read_run_json().get("warnings", []) if run.run_json_path.is_file() else []
+    warnings = run.run_warnings()
     run.write_text(run.results_md, to_markdown(table) + "".join(f"\nwarning: {w}\n" for w in warnings))
     frames = [df for m in metrics for df in run.fold_predictions(m)]
     km = {}

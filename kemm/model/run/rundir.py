@@ -188,6 +188,10 @@ class RunDir:
     def read_run_json(self) -> dict:
         return json.loads(self.run_json_path.read_text())
 
+    def run_warnings(self) -> list[str]:
+        """The run's warnings (run.json ``warnings``: e.g. patients whose PBK is masked); [] without a run.json."""
+        return self.read_run_json().get("warnings", []) if self.run_json_path.is_file() else []
+
     def write_run_json(self, obj: dict) -> None:
         atomic_write_text(self.run_json_path, json.dumps(obj, indent=2) + "\n")
 
