@@ -72,7 +72,7 @@ def build(
     max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="Generation attempts per record (repair loop)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N inputs (try a prompt)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Render the prompts, print the first, call no model."),
-    sectioning: str = typer.Option("auto", "--sectioning", help="refine_report: auto (LLM backends: sections-v1; rules: none) | sections-v1 | none."),
+    sectioning: str = typer.Option("auto", "--sectioning", help="refine_report: auto (LLM backends: sections-v2; rules: none) | sections-v2 | sections-v1 | none."),
     cache_dir: Optional[Path] = CacheDirOpt,
     executor: str = ExecutorOpt,
     address: Optional[str] = AddressOpt,

@@ -21,7 +21,20 @@ recognised is kept whole, less its boilerplate lines.
 
 The result is deterministic; ``SECTIONING_VERSION`` names the rules and is
 part of every record's input identity, so changing a rule means a new
-version, never a silent change of cached inputs.
+version, never a silent change of cached inputs.  Every version stays
+available (records keyed by it rebuild the same inputs):
+
+- ``sections-v1``: the rules above;
+- ``sections-v2`` (default): v1 plus three rules that keep what v1 lost on the real report
+  files (experiments/bench/sectioning.json): "undifferentiated" is a grade fact (v1 dropped a
+  frozen-section line "infiltrated by undifferentiated tumour"); a T category that the OCR
+  wrote with l for 1 ("pTla", "pTlb") is a fact; a line that starts "differentiated" or
+  "grade" keeps the line before it when that line ends in the grade's first word ("moderately
+  to poorly", "Glioma, high"), whatever its length (v1 kept only short neighbours).  Of the
+  6,861 T categories and grades the rules extractor finds in the full texts, v1 loses 9 and
+  v2 loses 1: a UTEROUS grade that the extractor reads only while a dropped UUID line
+  separates "Histologic grade (FIGO)3" from "nuclear grade 3)" (its 40-character look-behind
+  for "nuclear" crosses the line break).
 
 Imports: the standard library and ``kemm.knowledge.store.inputs`` (TaskInput).
 """
@@ -32,7 +45,8 @@ from dataclasses import dataclass, replace
 
 from kemm.knowledge.store.inputs import TaskInput
 
-SECTIONING_VERSION = "sections-v1"
+SECTIONING_VERSION = "sections-v2"
+VERSIONS = ("sections-v1", "sections-v2")
 NONE = "none"
 
 _HEAD = r"^\s*[\d.()A-Za-z]{0,4}[\s.)\-]*"  # '1.', 'A)', 'Part 2' style prefixes are not part of a heading
@@ -87,8 +101,25 @@ _FACT = re.compile(
 _TNM_FACT = re.compile(r"(?<![A-Za-z0-9])(?:y?p|c)?T\s?(?:is|[0-4]|X\b)")  # OCR glues 'T3a1NO': no right edge
 
 
-def _fact(line: str) -> bool:
-    return bool(_FACT.search(line) or _TNM_FACT.search(line))
+# sections-v2: G4 words (\bdifferentiated misses them), and a T/N category whose 1 the OCR read as
+# l or I ('pTla', 'pTlb', 'pTlaNO'), which the rules extractor reads as T1a but v1 did not keep.
+_FACT_V2 = re.compile(r"(?i:\bundifferentiated\b)|(?<![A-Za-z0-9])y?p[TN][lI](?:[a-c]\d?)?(?![a-z])")
+
+
+def _fact(line: str, version: str = SECTIONING_VERSION) -> bool:
+    if _FACT.search(line) or _TNM_FACT.search(line):
+        return True
+    return version != "sections-v1" and bool(_FACT_V2.search(line))
+
+
+_GRADE_TAIL = re.compile(r"\b(?:well|moderately|poorly|high|low|intermediate)(?:\s*(?:to|-)\s*(?:well|moderately|poorly|high|low))?"
+                         r"[\s,\-]*$", re.I)
+
+
+def _continues(line: str, before: str) -> bool:
+    """OCR wrapped a grade phrase over two lines: 'moderately to poorly' / 'differentiated.',
+    'Glioma, high' / 'grade.'"""
+    return line.lstrip(" \t,;-").lower().startswith(("differentiated", "grade")) and bool(_GRADE_TAIL.search(before))
 
 
 @dataclass(frozen=True)
@@ -122,8 +153,8 @@ def section_report(text: str, version: str = SECTIONING_VERSION) -> SectionedRep
     """
     if version == NONE:
         return SectionedReport(text, NONE, len(text), len(text), 0)
-    if version != SECTIONING_VERSION:
-        raise ValueError(f"unknown sectioning version {version!r}; known: {SECTIONING_VERSION}, {NONE}")
+    if version not in VERSIONS:
+        raise ValueError(f"unknown sectioning version {version!r}; known: {', '.join(VERSIONS)}, {NONE}")
     keep_mode = True
     headings = 0
     lines = text.splitlines()
@@ -133,12 +164,14 @@ def section_report(text: str, version: str = SECTIONING_VERSION) -> SectionedRep
             keep_mode, headings = False, headings + 1
         elif _KEEP_SECTIONS.match(line):
             keep_mode, headings = True, headings + 1
-        fact = _fact(line)
+        fact = _fact(line, version)
         if fact:
             # OCR splits 'WHO GRADE:' / 'II' and 'moderately' / 'differentiated' over two lines:
-            # a short neighbour of a fact line is kept with it.
+            # a short neighbour of a fact line is kept with it (v2: also the line a fact line continues).
+            cont = version != "sections-v1" and i > 0 and _continues(line, lines[i - 1])
             for j in (i - 1, i + 1):
-                if 0 <= j < len(lines) and len(lines[j].strip()) <= 40 and not (
+                near = len(lines[j].strip()) <= 40 if 0 <= j < len(lines) else False
+                if 0 <= j < len(lines) and (near or (cont and j == i - 1)) and not (
                     _BOILERPLATE.search(lines[j]) or _DISCLAIMER.search(lines[j])
                 ):
                     keep[j] = True
@@ -147,7 +180,7 @@ def section_report(text: str, version: str = SECTIONING_VERSION) -> SectionedRep
         keep[i] = keep[i] or keep_mode or fact
     kept = [line.rstrip() for line, k in zip(lines, keep) if k]
     out = "\n".join(kept).strip()
-    return SectionedReport(out, SECTIONING_VERSION, len(text), len(out), headings)
+    return SectionedReport(out, version, len(text), len(out), headings)
 
 
 AUTO = "auto"
@@ -159,8 +192,8 @@ def resolve_version(option: str | None, backend: str) -> str:
     (which reads the whole report at no cost), else the named version or ``none``."""
     if option in (None, AUTO):
         return NONE if backend in LLM_FREE_BACKENDS else SECTIONING_VERSION
-    if option not in (SECTIONING_VERSION, NONE):
-        raise ValueError(f"--sectioning {option!r}: expected {AUTO}, {SECTIONING_VERSION} or {NONE}")
+    if option not in (*VERSIONS, NONE):
+        raise ValueError(f"--sectioning {option!r}: expected {AUTO}, {', '.join(VERSIONS)} or {NONE}")
     return option
 
 

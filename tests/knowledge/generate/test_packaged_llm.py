@@ -10,6 +10,7 @@ import pytest
 
 from conftest import SHARED_DATA
 from kemm.knowledge import api
+from kemm.knowledge.generate.sectioning import SECTIONING_VERSION
 from kemm.knowledge.review.audit import audit_source
 from kemm.knowledge.store.cache import SourceCache
 from llm_fixtures import two_short_bladder_reports
@@ -33,7 +34,7 @@ def test_packaged_smollm2_builds_two_real_reports(tmp_path):
     tp = man["provenance"]["last_build"]["throughput"]
     assert tp["output_tokens"] > 0 and tp["output_tokens_per_s"] > 0 and tp["prompt_tokens_per_s"] > 0
     recs = SourceCache(tmp_path / "cache", "smol").by_case().values()
-    assert all(r.input_meta["sectioning"]["version"] == "sections-v1" for r in recs)
+    assert all(r.input_meta["sectioning"]["version"] == SECTIONING_VERSION for r in recs)
     rep = audit_source(tmp_path / "cache", "smol", reports=[short])
     assert rep.faithfulness.checked_records == 2
     assert man["identity"]["prompt_version"] == 2  # LLM backends default to the highest prompt

@@ -71,6 +71,40 @@ def test_a_report_without_headings_is_kept_less_its_boilerplate():
     assert section_report(text).text == "Adenocarcinoma, moderately differentiated, 2.1 cm, pT1c N1."
 
 
+# The two OCR layouts where sections-v1 lost a grade the full text gives (one CERVIX, one HNSC
+# report of the real files; these lines are written for the test, not copied).
+WRAPPED_GRADE = """DIAGNOSIS:
+Cervix, radical hysterectomy:
+Gross Description:
+a. Maximum tumour size 4 cm, endophytic.
+b. Histologic type squamous cell carcinoma, keratinizing, moderately to poorly
+differentiated.
+c. Tumour invades the outer third of the stroma.
+"""
+FROZEN_UNDIFFERENTIATED = """FROZEN SECTION DIAGNOSIS
+Left neck mass:
+Soft tissue is infiltrated by undifferentiated tumour.
+GROSS DESCRIPTION:
+Received fresh in one container.
+"""
+
+
+@pytest.mark.parametrize("text, grade", [(WRAPPED_GRADE, "G3"), (FROZEN_UNDIFFERENTIATED, "G4")])
+def test_sections_v2_keeps_the_grade_that_v1_lost(text, grade):
+    assert extract_report(text).grade == grade
+    assert extract_report(section_report(text, "sections-v1").text).grade == "not reported"  # the v1 loss
+    v2 = section_report(text)
+    assert v2.version == SECTIONING_VERSION == "sections-v2"
+    assert extract_report(v2.text).grade == grade
+    assert "Received fresh" not in v2.text and "Tumour invades" not in v2.text  # still a dropped section
+
+
+def test_sections_v1_stays_available_and_unchanged_for_its_records():
+    v1 = section_report(REPORT, "sections-v1")
+    assert v1.version == "sections-v1" and resolve_version("sections-v1", "vllm") == "sections-v1"
+    assert v1.text == section_report(REPORT).text  # the v2 rules change nothing in this report
+
+
 def test_version_is_part_of_the_input_identity():
     inp = TaskInput("TCGA-AA-0001", {"case_id": "TCGA-AA-0001", "cancer_type": "BLCA", "report_text": REPORT},
                     key_text=REPORT)
@@ -89,20 +123,27 @@ def test_version_is_part_of_the_input_identity():
 REPORTS_DIR = SHARED_DATA / "raw" / "tcga-path-report" / "Reports"
 
 
+# The one loss sections-v2 leaves (sectioning.py docstring): the extractor's look-behind for
+# "nuclear" reaches the line before once a UUID line between them is dropped.
+EXTRACTOR_WINDOW = {("UTEROUS_500.csv", "TCGA-EY-A210", "grade")}
+
+
 @pytest.mark.realdata
 def test_real_reports_shrink_and_rules_agreement_holds():
     """On the first 40 reports of every file: median size −50% or better, and the rules
     extractor finds the same T category and grade in the sectioned text as in the full one
-    on at least 97% of the reports where it finds one in the full text."""
+    on at least 97% of the reports where it finds one in the full text, and never loses one
+    that it finds in the full text (experiments/bench/sectioning.py checks every report)."""
     files = sorted(REPORTS_DIR.glob("*.csv")) if REPORTS_DIR.is_dir() else []
     if not files:
         pytest.skip(f"no report files under {REPORTS_DIR} (set KEMM_SHARED_DATA)")
     csv.field_size_limit(2**31 - 1)
-    ratios, same, found = [], 0, 0
+    ratios, same, found, lost = [], 0, 0, []
     for path in files:
         with open(path, encoding="utf-8", newline="") as f:
-            texts = [r["ocr_text"] for r in list(csv.DictReader(f))[:40] if (r.get("ocr_text") or "").strip()]
-        for t in texts:
+            rows = [r for r in list(csv.DictReader(f))[:40] if (r.get("ocr_text") or "").strip()]
+        for row in rows:
+            t, case = row["ocr_text"], row["pdf_file_name_path"][:12]
             s = section_report(t).text
             ratios.append(len(s) / len(t))
             a, b = extract_report(t), extract_report(s)
@@ -110,5 +151,8 @@ def test_real_reports_shrink_and_rules_agreement_holds():
                 if getattr(a, fld) != "not reported":
                     found += 1
                     same += getattr(a, fld) == getattr(b, fld)
+                    if getattr(b, fld) == "not reported" and (path.name, case, fld) not in EXTRACTOR_WINDOW:
+                        lost.append(f"{path.name} {case}: {fld}")
     assert 1 - statistics.median(ratios) >= 0.5, f"median reduction {1 - statistics.median(ratios):.2f}"
     assert same / found >= 0.97, f"rules fields kept on {same}/{found}"
+    assert not lost, lost
