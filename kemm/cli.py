@@ -336,7 +336,10 @@ def benchmark(
     stages: str = typer.Option("sources,runs,results", "--stages", help="Comma-separated subset of sources,runs,results."),
     profiles: str = typer.Option("", "--profiles", help="Train only these knowledge profiles (comma-separated; default all)."),
     rows: str = typer.Option("", "--rows", help="Train only these rows (model labels, comma-separated; default all); "
-                             "results are written from every row that has finished folds."),
+                             "results are written from every row that has finished folds. With --select: train only "
+                             "these candidates, beside the inner results already in --out's selection_inner.csv."),
+    carry: Optional[Path] = typer.Option(None, "--carry", help="An earlier run's folds.csv: its rows that have no run "
+                                         "under --out are reported beside the new ones (rows named in the settings)."),
     executor: str = ExecutorOpt,
     address: Optional[str] = AddressOpt,
 ) -> None:
@@ -349,7 +352,8 @@ def benchmark(
                             select=select, stages=tuple(x for x in stages.split(",") if x),
                             profiles=[p for p in profiles.split(",") if p] or None,
                             rows=[r for r in rows.split(",") if r] or None,
-                            command=shlex.join(["kemm", *sys.argv[1:]]), executor=executor, address=address)
+                            command=shlex.join(["kemm", *sys.argv[1:]]), executor=executor, address=address,
+                            carry=carry)
     except (BenchmarkError, KnowledgeError, ModelError) as e:
         fail(str(e))
     typer.echo(f"results: {out / ('SELECTION.md' if select else 'RESULTS.md')}")

@@ -74,12 +74,14 @@ def test_published_rows_match_the_derived_file():
 
 SMOKE_BASE = """
 benchmark:
-  profiles: {none: {}, fields: {report: [rules-fields], pbk: [rules-grounded]}, llm: {report: [llm], pbk: [pbk]}}
+  profiles: {none: {}, fields: {report: [rules-fields], pbk: [rules-grounded]}, llm: {report: [llm], pbk: [pbk]},
+             sent: {report: [rules-fields, report-sentences], pbk: [rules-grounded]}}
   experiments:
     - {profile: none, models: [{name: kemm_noknow, hparams: {dim: 16}}, {name: coxph_text_genomics}]}
     - {profile: fields, models: [{name: kemm, label: kemm@fields, hparams: {dim: 16}}]}
     - {profile: llm, models: [{name: kemm, label: kemm@llm, hparams: {dim: 16}}, {name: coxph}]}
-  selection: [{name: kemm_nested, candidates: [kemm@fields, kemm@llm]}]
+    - {profile: sent, models: [{name: kemm, label: kemm@sent, hparams: {dim: 16}}]}
+  selection: [{name: kemm_nested, candidates: [kemm@fields, kemm@llm, kemm@sent]}]
   pairs: [[kemm_nested, kemm_noknow], [kemm@fields, kemm_noknow]]
 models: [{name: kemm}]
 train: {epochs: 1, batch_size: 32, progress: false, num_threads: 1}
@@ -96,7 +98,19 @@ def test_smoke_benchmark_on_blca(tmp_path):
     kw = dict(out_dir=tmp_path, cache_dir=tmp_path / "kc", cohorts=["blca"])
     run_benchmark(exp, RAW, select=True, **kw)  # the nested choice on inner splits first
     choice = pd.read_csv(tmp_path / "selection.csv")
-    assert set(choice.fold) == {-1, 0, 1, 2, 3, 4} and set(choice.chosen) <= {"kemm@fields", "kemm@llm"}
+    assert set(choice.fold) == {-1, 0, 1, 2, 3, 4} and set(choice.chosen) <= {"kemm@fields", "kemm@llm", "kemm@sent"}
+    first = pd.read_csv(tmp_path / "selection_inner.csv")
+    assert len(first) == 3 * 5 and first.inner_c.between(0, 1).all()
+    # --select --rows: one candidate re-trained beside the others' inner results, which stay as they were
+    run_benchmark(exp, RAW, select=True, rows=["kemm@sent"], **kw)
+    again = pd.read_csv(tmp_path / "selection_inner.csv")
+    key = ["model", "fold"]
+    kept = first[first.model != "kemm@sent"].sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(again[again.model != "kemm@sent"].sort_values(key).reset_index(drop=True), kept)
+    assert sorted(again[again.model == "kemm@sent"].fold) == [0, 1, 2, 3, 4]
+    with pytest.raises(BenchmarkError, match="no candidate"):
+        run_benchmark(exp, RAW, select=True, rows=["coxph"], stages=(), **kw)
+    choice = pd.read_csv(tmp_path / "selection.csv")
     inner = pd.read_csv(tmp_path / "inner_splits" / "blca" / "splits_0.csv", index_col=0)
     outer = pd.read_csv(RAW / "PORPOISE/splits/5foldcv/tcga_blca/splits_0.csv", index_col=0)
     assert not set(inner["val"].dropna()) & set(outer["val"].dropna())  # the reported fold is never used
@@ -113,10 +127,26 @@ def test_smoke_benchmark_on_blca(tmp_path):
     assert "373 in total" in md and (out / "forest.png").stat().st_size > 5000
     folds = pd.read_csv(out / "folds.csv")
     ours = folds[~folds.experiment.isin(["published"])]
-    assert len(ours) == 6 * 5 and ours["c_index"].between(0, 1).all()
+    assert len(ours) == 7 * 5 and ours["c_index"].between(0, 1).all()
     nested = ours[ours.model == "kemm_nested"].set_index("fold")
     for k, ch in choice[choice.fold >= 0].set_index("fold")["chosen"].items():  # fold k = the chosen row's fold k
         assert nested.loc[k, "c_index"] == ours[(ours.model == ch) & (ours.fold == k)]["c_index"].item()
+    # --carry: one row trained into a new folder, every other row reported from the earlier folds.csv
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "selection.csv").write_text((tmp_path / "selection.csv").read_text())  # nested rows from carried folds
+    run_benchmark(exp, RAW, stages=("runs", "results"), rows=["kemm@sent"], carry=out / "folds.csv",
+                  **{**kw, "out_dir": new})
+    folds2 = pd.read_csv(new / "folds.csv")
+    assert {p.parent.parent.name for p in (new / "runs" / "blca").glob("*/folds/*/fold_0/metrics.json")} == {"kemm@sent"}
+    pd.testing.assert_frame_equal(folds2[folds2.experiment != "published"].sort_values(["model", "fold"])
+                                  [["model", "fold", "c_index"]].reset_index(drop=True),
+                                  ours.sort_values(["model", "fold"])[["model", "fold", "c_index"]].reset_index(drop=True),
+                                  check_exact=False, atol=0.0, rtol=0.0, obj="carried + re-run folds")
+    md2 = (new / "RESULTS.md").read_text()
+    assert "Rows carried unchanged from" in md2 and "coxph_text_genomics, kemm@fields, kemm@llm, kemm_noknow" in md2
+    with pytest.raises(BenchmarkError, match="no such file"):
+        run_benchmark(exp, RAW, stages=("results",), carry=tmp_path / "nope.csv", **{**kw, "out_dir": new})
 
 
 def test_paired_tests_skip_folds_with_undefined_c_index():
@@ -144,3 +174,30 @@ def test_a_missing_optional_encoder_stops_the_sources_stage_before_anything_is_b
     with pytest.raises(EncoderError, match="needs its packages"):
         sources.build_sources(specs, bench, RAW, tmp_path / "kc")
     assert not (tmp_path / "kc").exists()  # no source was built first
+
+
+def test_merge_inner_and_carry_folds_refuse_foreign_files(tmp_path):
+    from kemm.benchmark.results import carry_folds
+    from kemm.benchmark.selection import merge_inner
+
+    old = pd.DataFrame({"cohort": ["a"] * 4, "fold": [0, 1, 0, 1], "model": ["x", "x", "y", "y"],
+                        "inner_c": [0.6, 0.61, 0.5, 0.52]})
+    old.to_csv(tmp_path / "inner.csv", index=False)
+    new = pd.DataFrame({"cohort": ["a", "a"], "fold": [0, 1], "model": ["y", "y"], "inner_c": [0.7, 0.71]})
+    m = merge_inner(tmp_path / "inner.csv", new)
+    assert sorted(m[m.model == "y"].inner_c) == [0.7, 0.71] and sorted(m[m.model == "x"].inner_c) == [0.6, 0.61]
+    assert merge_inner(tmp_path / "absent.csv", new).equals(new)
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(BenchmarkError, match="not a selection_inner.csv"):
+        merge_inner(tmp_path / "bad.csv", new)
+    prior = pd.DataFrame([{"cohort": c, "experiment": e, "model": m, "fold": 0, "c_index": v}
+                          for c, e, m, v in [("a", "p", "x", 0.6), ("a", "p", "y", 0.5), ("b", "p", "x", 0.7),
+                                             ("a", "published", "published: MCAT", 0.62),
+                                             ("a", "nested choice: x", "x_nested", 0.6)]])
+    prior.to_csv(tmp_path / "folds.csv", index=False)
+    here = pd.DataFrame([{"cohort": "a", "experiment": "p", "model": "y", "fold": 0, "c_index": 0.55}])
+    merged, carried = carry_folds(here, tmp_path / "folds.csv", ["a"])
+    assert carried == ["x"] and len(merged) == 2  # y is the run here; b is no cohort; published/nested rebuilt
+    assert merged.set_index("model").loc["y", "c_index"] == 0.55
+    with pytest.raises(BenchmarkError, match="not a folds.csv"):
+        carry_folds(here, tmp_path / "bad.csv", ["a"])

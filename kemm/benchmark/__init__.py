@@ -21,7 +21,7 @@ from pathlib import Path
 
 from kemm._io import atomic_write_text
 from kemm.benchmark.results import paired_tests, published_folds, write_results
-from kemm.benchmark.selection import choose, render_selection, run_selection, selection_groups
+from kemm.benchmark.selection import choose, merge_inner, render_selection, run_selection, selection_groups
 from kemm.benchmark.sources import build_sources
 from kemm.benchmark.specs import BenchmarkError, experiment_configs, experiment_plan, load_cohort_specs
 from kemm.model.run.config import ExperimentConfig
@@ -66,6 +66,7 @@ def run_benchmark(
     command: str | None = None,
     executor: str = "serial",
     address: str | None = None,
+    carry: Path | None = None,
 ) -> Path:
     """Build sources, run every experiment (or, with ``select``, the nested design choice), write results.
 
@@ -73,7 +74,8 @@ def run_benchmark(
     (never over the committed results in ``exp_dir``); only a full default run writes to ``exp_dir``.
     ``command`` is the exact command line, named in RESULTS.md. ``executor="ray"`` runs every
     (cohort/profile, model, fold) of the runs stage as one Ray task (``kemm.model.run.executor``;
-    ``address``: the cluster); the nested selection (``select``) runs here.
+    ``address``: the cluster); the nested selection (``select``) runs here. ``carry``: an earlier
+    run's folds.csv; its rows that have no run here are reported too (``results.carry_folds``).
     """
     exp_dir, data_root = Path(exp_dir), Path(data_root)
     if not data_root.is_dir():
@@ -92,8 +94,11 @@ def run_benchmark(
         build_sources(specs, bench_base, data_root, cache_dir)
         timings["knowledge_s"] = round(time.perf_counter() - t0, 1)
     if select:
-        _write_selection(run_selection(specs, bench_base, data_root, cache_dir, out_dir, overrides or []),
-                         bench_base, out_dir)
+        _check_rows(bench_base, rows)
+        inner = run_selection(specs, bench_base, data_root, cache_dir, out_dir, overrides or [], only=rows)
+        if rows:  # new candidates beside the inner results already in out_dir (same splits, same settings)
+            inner = merge_inner(out_dir / "selection_inner.csv", inner)
+        _write_selection(inner, bench_base, out_dir)
         return out_dir
     run_dirs: dict[str, dict[str, Path]] = {}
     settings: dict = {"command": command, "cohorts": [s.cohort for s in specs], "overrides": list(overrides or [])}
@@ -124,5 +129,5 @@ def run_benchmark(
         timings.update({name: s for (name, _), s in zip(on_ray, swept.seconds)})
     if "results" in stages:
         derived = Path(derived_root) if derived_root else data_root.parent / "derived"
-        write_results(out_dir, specs, run_dirs, derived, timings, bench_base, settings)
+        write_results(out_dir, specs, run_dirs, derived, timings, bench_base, settings, carry=carry)
     return out_dir

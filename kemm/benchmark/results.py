@@ -13,7 +13,7 @@ from scipy import stats
 from kemm._io import atomic_write_text
 from kemm.benchmark.figures import forest_plot, model_chart
 from kemm.benchmark.selection import nested_rows
-from kemm.benchmark.specs import CohortSpec
+from kemm.benchmark.specs import BenchmarkError, CohortSpec
 from kemm.model.run.rundir import RunDir
 
 PUBLISHED = {
@@ -91,10 +91,34 @@ def summarize(allf: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(summ)
 
 
+def carry_folds(folds: pd.DataFrame, prior: Path, cohorts: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """``folds`` plus the rows of an earlier ``folds.csv`` (``prior``) for every (cohort, model) that
+    has no run here: a row added to base.yaml is trained alone and reported beside the rows that
+    ran before, without re-training them. Published and nested rows are not carried (they are
+    rebuilt). Returns the merged folds and the carried model names."""
+    if not prior.is_file():
+        raise BenchmarkError(f"--carry {prior}: no such file (expected an earlier run's folds.csv)")
+    old = pd.read_csv(prior)
+    need = {"cohort", "experiment", "model", "fold", "c_index"}
+    if not need <= set(old.columns):
+        raise BenchmarkError(f"--carry {prior}: not a folds.csv (needs columns {', '.join(sorted(need))})")
+    old = old[old.cohort.isin(cohorts) & (old.experiment != "published")
+              & ~old.experiment.astype(str).str.startswith("nested choice:")]
+    have = set(zip(folds.cohort, folds.model))
+    old = old[[(c, m) not in have for c, m in zip(old.cohort, old.model)]]
+    carried = sorted(set(old.model))
+    return pd.concat([folds, old.reindex(columns=folds.columns)], ignore_index=True), carried
+
+
 def write_results(out_dir: Path, specs: list[CohortSpec], run_dirs: dict[str, dict[str, Path]], derived: Path,
-                  timings: dict[str, float], bench_base: dict, settings: dict | None = None) -> None:
-    """folds.csv, results.csv, RESULTS.md and the two figures in ``out_dir``."""
+                  timings: dict[str, float], bench_base: dict, settings: dict | None = None,
+                  carry: Path | None = None) -> None:
+    """folds.csv, results.csv, RESULTS.md and the two figures in ``out_dir`` (``carry``: an earlier
+    folds.csv whose rows without a run here are reported too, ``carry_folds``)."""
     folds = collect_folds(run_dirs)
+    if carry is not None:
+        folds, carried = carry_folds(folds, Path(carry), [s.cohort for s in specs])
+        settings = {**(settings or {}), "carried": carried, "carried_from": str(carry)}
     sel = out_dir / "selection.csv"
     if sel.is_file() and not folds.empty:
         folds = pd.concat([folds, nested_rows(folds, pd.read_csv(sel))], ignore_index=True)
@@ -158,6 +182,9 @@ def _settings_lines(settings: dict | None) -> list[str]:
                                                                     if not isinstance(v, dict)))
     if ov:
         lines.append("- **Where the protocol text and these settings differ, these settings are what ran.**")
+    if settings.get("carried"):
+        lines.append(f"- Rows carried unchanged from `{settings.get('carried_from')}` (trained by an earlier run "
+                     "of this benchmark, not re-run by this command): " + ", ".join(settings["carried"]))
     return lines + [""]
 
 

@@ -57,9 +57,16 @@ def write_inner_splits(spec: CohortSpec, data_root: Path, out: Path, seed: int =
 
 
 def run_selection(specs: list[CohortSpec], bench_base: dict, data_root: Path, cache_dir: Path, out_dir: Path,
-                  overrides: list[str]) -> pd.DataFrame:
-    """Train every candidate on every inner split; returns per (cohort, fold, model) inner C."""
+                  overrides: list[str], only: list[str] | None = None) -> pd.DataFrame:
+    """Train every candidate (or only the candidates in ``only``) on every inner split; returns
+    per (cohort, fold, model) inner C."""
     cands = {c for g in selection_groups(bench_base) for c in g["candidates"]}
+    if only:
+        missing = sorted(set(only) - cands)
+        if missing:
+            raise BenchmarkError(f"--select --rows: {', '.join(missing)} is no candidate of benchmark.selection; "
+                                 f"candidates: {', '.join(sorted(cands))}")
+        cands = set(only)
     rows = []
     for spec in specs:
         inner = write_inner_splits(spec, data_root, out_dir / "inner_splits" / spec.cohort)
@@ -70,6 +77,20 @@ def run_selection(specs: list[CohortSpec], bench_base: dict, data_root: Path, ca
             for m in RunDir(run_experiment(cfg)).all_fold_records():
                 rows.append({"cohort": spec.cohort, "fold": m["fold"], "model": m["model"], "inner_c": m.get("c_index")})
     return pd.DataFrame(rows)
+
+
+def merge_inner(path: Path, new: pd.DataFrame) -> pd.DataFrame:
+    """The inner results in ``path`` (an earlier ``--select``) with ``new``'s models replaced or added.
+
+    Candidates decided together must share splits and settings: the inner splits are
+    deterministic (seeded per fold), and a candidate's row is its own, so adding one later
+    leaves the others' inner C unchanged."""
+    if not path.is_file():
+        return new
+    old = pd.read_csv(path)
+    if set(old.columns) != {"cohort", "fold", "model", "inner_c"}:
+        raise BenchmarkError(f"{path}: not a selection_inner.csv (columns cohort, fold, model, inner_c)")
+    return pd.concat([old[~old.model.isin(set(new.model))], new], ignore_index=True)
 
 
 def choose(inner: pd.DataFrame, groups: list[dict]) -> pd.DataFrame:

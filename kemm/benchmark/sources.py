@@ -3,8 +3,8 @@
 Per cohort: a ``rules`` source (deterministic extractor), an ``llm`` source (the outputs an LLM
 already wrote, imported from the tcga-path-report ``llm_output`` column), and from each of
 them a ``<role>-fields`` source (one sentence per validated field) and a ``<role>-grounded``
-source (the curated PBK matched to each patient's report); one curated PBK source for every
-cancer type. Every source is embedded with every encoder a profile names. All steps are
+source (the curated PBK matched to each patient's report); a ``report-sentences`` source (the
+report's own diagnostic sentences, no LLM); one curated PBK source for every cancer type. Every source is embedded with every encoder a profile names. All steps are
 cached and resumable (a rebuild with nothing changed writes nothing).
 
 Imports: ``kemm.knowledge`` (public API), ``kemm.benchmark.specs``.
@@ -20,9 +20,11 @@ from kemm.knowledge import (
     build_reports,
     derive_fields,
     derive_grounded_pbk,
+    derive_report_sentences,
     embed_source,
     import_file,
     load_encoder,
+    report_inputs,
 )
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,9 @@ def build_cohort_sources(spec: CohortSpec, data_root: Path, cache_dir: Path) -> 
         log.info("%s: %s", fields, derive_fields(cache_dir, parent, fields).line())
         log.info("%s: %s", grounded, derive_grounded_pbk(cache_dir, parent, PBK_SOURCE, grounded, ct).line())
         names += [fields, grounded]
-    return names
+    sentences = source_name(c, "report-sentences")
+    log.info("%s: %s", sentences, derive_report_sentences(cache_dir, report_inputs(files, cancer_type=ct), sentences).line())
+    return names + [sentences]
 
 
 def build_sources(specs: list[CohortSpec], bench_base: dict, data_root: Path, cache_dir: Path) -> None:

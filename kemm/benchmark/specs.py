@@ -25,7 +25,7 @@ import yaml
 from kemm.model.run.config import ExperimentConfig, apply_overrides, parse_config
 
 PBK_SOURCE = "tcga-pbk-curated"
-ROLES = ("rules", "llm", "pbk", "rules-fields", "rules-grounded", "llm-fields", "llm-grounded")
+ROLES = ("rules", "llm", "pbk", "rules-fields", "rules-grounded", "llm-fields", "llm-grounded", "report-sentences")
 
 
 class BenchmarkError(ValueError):

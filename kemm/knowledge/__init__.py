@@ -59,6 +59,7 @@ _EXPORTS: dict[str, str] = {
     "ground_factors": "kemm.knowledge.rules.grounding",
     "derive_fields": "kemm.knowledge.generate.derive",
     "derive_grounded_pbk": "kemm.knowledge.generate.derive",
+    "derive_report_sentences": "kemm.knowledge.generate.derive",
     "read_statement_kinds": "kemm.knowledge.generate.derive",
 }
 

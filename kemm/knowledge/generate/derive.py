@@ -8,7 +8,10 @@ on any other. Its statements come from a versioned template set instead of an LL
   (:mod:`kemm.knowledge.rules.field_sentences`), schema ``FieldStatements``;
 - ``grounded-pbk``: the PBK factors of the patient's cancer type that the patient's refined
   report activates, plus the risk-level statement that applies
-  (:mod:`kemm.knowledge.rules.grounding`), schema ``GroundedKnowledge``.
+  (:mod:`kemm.knowledge.rules.grounding`), schema ``GroundedKnowledge``;
+- ``report-sentences``: the report's own diagnostic sentences, from the report files
+  themselves rather than a source (:mod:`kemm.knowledge.rules.report_sentences`), schema
+  ``FieldStatements`` with kind ``report``; its "parent" is the report texts (sha per case).
 
 Identity: task, template version and the sha256 of the template module (``prompt_*``), the
 schema, ``backend="derive"``, the parent source name(s) (``model_id``) and the parents' content
@@ -33,8 +36,11 @@ from kemm.knowledge.store.cache import CacheError, SourceCache, canonical_json, 
 from kemm.knowledge.store.inputs import cancer_type_for_file
 from kemm.knowledge.rules import field_sentences as fs_mod
 from kemm.knowledge.rules import grounding as gr_mod
+from kemm.knowledge.rules import report_sentences as rs_mod
 from kemm.knowledge.rules.field_sentences import FIELD_SENTENCES_VERSION, field_sentences
 from kemm.knowledge.rules.grounding import GROUNDING_VERSION, ground_factors, risk_level
+from kemm.knowledge.rules.report_sentences import KIND as SENTENCE_KIND
+from kemm.knowledge.rules.report_sentences import REPORT_SENTENCES_VERSION, report_sentences
 from kemm.knowledge.generate.schemas import (
     FieldStatements,
     GroundedKnowledge,
@@ -43,7 +49,7 @@ from kemm.knowledge.generate.schemas import (
     schema_sha,
 )
 
-DERIVED_TASKS = ("derive_fields", "derive_grounded_pbk")
+DERIVED_TASKS = ("derive_fields", "derive_grounded_pbk", "derive_report_sentences")
 
 
 class DeriveError(CacheError):
@@ -206,6 +212,43 @@ def derive_fields(cache_dir: Path | str, parent: str, source: str) -> DeriveSumm
 
     items = [(cid, out, make(out)) for cid, out in sorted(outs.items())]
     return _write(cache, identity, _provenance(parents, FIELD_SENTENCES_VERSION), items, {"parent": parent})
+
+
+# --------------------------------------------------------------------------- report sentences
+NO_SENTENCE = "the report's diagnostic part holds no sentence"
+NO_INPUT = "the report input was skipped (empty text or no TCGA barcode; `kemm-knowledge show` on the report source says why)"
+REPORT_TEXTS = "report-texts"  # the parent's name in identity and provenance
+
+
+def derive_report_sentences(cache_dir: Path | str, inputs: list[Any], source: str) -> DeriveSummary:
+    """Write ``source``: one ``FieldStatements`` record (kind ``report``) per report input.
+
+    ``inputs``: ``kemm.knowledge.report_inputs(files, ...)``; an input skipped there (empty
+    report, no patient barcode) is skipped here (``NO_INPUT``: one reason for all of them, so the
+    summary stays one line; the refine source's own record holds the row's reason). The parent content is the report
+    texts: a report file whose text for a case changed is refused like a changed parent source.
+    """
+    texts = {i.case_id: {"text_sha": sha256_text(i.key_text or "")} for i in inputs}
+    parents = {REPORT_TEXTS: texts}
+    identity = _identity("derive_report_sentences", REPORT_SENTENCES_VERSION, rs_mod, FieldStatements,
+                         {REPORT_TEXTS: content_sha(texts)})
+    cache = SourceCache(cache_dir, source)
+    _check_parents(cache, identity, parents)
+
+    def make(inp: Any) -> Callable[[], tuple[BaseModel | None, str | None]]:
+        def run() -> tuple[BaseModel | None, str | None]:
+            if inp.skip_reason:
+                return None, NO_INPUT
+            sents = report_sentences(inp.key_text)
+            if not sents:
+                return None, NO_SENTENCE
+            return FieldStatements.model_validate({"items": [{"kind": SENTENCE_KIND, "text": t} for t in sents]}), None
+        return run
+
+    items = [(i.case_id, texts[i.case_id], make(i)) for i in sorted(inputs, key=lambda x: x.case_id)]
+    files = sorted({str((i.meta or {}).get("file", "")) for i in inputs} - {""})
+    return _write(cache, identity, _provenance(parents, REPORT_SENTENCES_VERSION), items,
+                  {"report_files": files, "sectioning": rs_mod.SENTENCES_SECTIONING})
 
 
 # --------------------------------------------------------------------------- grounded PBK

@@ -139,3 +139,52 @@ def test_fields_from_real_bladder_reports(tmp_path):
     # extractor's recall on these OCR texts (22 of the first 30 and 73% of the first 200 reports).
     assert with_stage == staged
     assert len(parent) == 30 and len(with_stage) >= 0.7 * len(parent)
+
+
+def _report_file(path: Path, texts: dict[str, str]) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["pdf_file_name_path", "ocr_text"])
+        w.writeheader()
+        for cid, t in texts.items():
+            w.writerow({"pdf_file_name_path": f"{cid}.ABC.pdf", "ocr_text": t})
+    return path
+
+
+DIAG = ("FINAL DIAGNOSIS:\n- Invasive high grade urothelial carcinoma invading perivesical fat (pT3a).\n"
+        "- Lymphovascular invasion present in several vessels.\n")
+
+
+def test_report_sentences_derive_embed_and_refuse_changed_text(tmp_path):
+    from kemm.knowledge import derive_report_sentences, report_inputs
+    from kemm.knowledge.generate.derive import NO_INPUT, NO_SENTENCE
+
+    f = _report_file(tmp_path / "BLADDER.csv", {"TCGA-ZZ-0001": DIAG,
+                                               "TCGA-ZZ-0002": "GROSS DESCRIPTION:\n" + "Received in formalin. " * 5,
+                                               "TCGA-ZZ-0003": ""})
+    cache = tmp_path / "cache"
+    s = derive_report_sentences(cache, report_inputs([f]), "sent")
+    assert (s.total, s.ok, s.skipped, s.written) == (3, 1, 2, 3)
+    assert s.skip_reasons == {NO_SENTENCE: 1, NO_INPUT: 1}
+    embed_source(cache, "sent", HashEncoder(), progress=False)
+    e = read_embeddings(cache, "sent")
+    assert set(e.by_case) == {"TCGA-ZZ-0001"}
+    assert e.statements["TCGA-ZZ-0001"][0].endswith("invading perivesical fat (pT3a).")
+    assert read_statement_kinds(cache, "sent")["TCGA-ZZ-0001"] == ["report"] * e.by_case["TCGA-ZZ-0001"].shape[0]
+    man = SourceCache(cache, "sent").read_manifest()
+    assert man["provenance"]["template_version"] == "report-sentences-v1"
+    assert man["identity"]["task"] == "derive_report_sentences"
+    again = derive_report_sentences(cache, report_inputs([f]), "sent")
+    assert (again.written, again.cached) == (0, 3)
+    _report_file(f, {"TCGA-ZZ-0001": DIAG + "- Margins free.\n", "TCGA-ZZ-0002": "", "TCGA-ZZ-0003": ""})
+    with pytest.raises(CacheError, match=r"changed.*new --source"):
+        derive_report_sentences(cache, report_inputs([f]), "sent")
+    # the CLI writes the same source under a new name, and says what it needs
+    r = CliRunner().invoke(app, ["derive", "report-sentences", "--report-file", str(f), "--source", "sent2",
+                                 "--cache-dir", str(cache)])
+    assert r.exit_code == 0, r.output
+    assert "skipped 2: the report input was skipped" in " ".join(r.output.split())
+    r = CliRunner().invoke(app, ["derive", "report-sentences", "--source", "s3", "--cache-dir", str(cache)])
+    assert r.exit_code == 2 and "needs --report-file" in r.output
+    r = CliRunner().invoke(app, ["derive", "report-sentences", "--report-file", str(tmp_path / "nope.csv"),
+                                 "--source", "s3", "--cache-dir", str(cache)])
+    assert r.exit_code != 0 and "nope.csv" in r.output and "Traceback" not in r.output
