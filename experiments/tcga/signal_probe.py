@@ -7,8 +7,8 @@ on the same PORPOISE/MCAT 5 folds as ``kemm benchmark``, a penalised CoxPH (scik
 elastic-net Cox, scikit-learn Pipeline; every transform fitted on the training fold only,
 the penalty chosen by inner CV on the training fold only) on: age+sex; TF-IDF->SVD of the raw
 report text; the source's validated fields; its mean statement embedding (PCA); the mean
-embedding of its derived ``-fields`` source (the field sentences the model reads, PCA);
-genomics PCA; and the combinations that answer the question.  Reads the sources that
+embedding of its derived ``-fields`` source (the field sentences the model reads, PCA); the
+mean embedding of the cohort's ``report-sentences`` source (PCA); genomics PCA; and the combinations that answer the question.  Reads the sources that
 ``kemm benchmark --stages sources`` built (it never builds or embeds one).
 Writes SIGNAL.md and SIGNAL_folds.csv (aggregated C-indices only: no per-patient output).
 """
@@ -49,11 +49,11 @@ OMIC = ("_rnaseq", "_cnv", "_mut")
 ENCODER = "all-MiniLM-L6-v2"  # the benchmark's default encoder (the one `text` and `kemm@fields` read)
 # Fixed a priori, not tuned on any reported fold; only the penalty is chosen (inner CV).
 K_TEXT, K_EMB, K_GEN, L1_RATIO, N_ALPHAS, INNER = 50, 20, 20, 0.5, 10, 2
-SHARED_SETS = ["age", "age+text", "age+text+genomics"]
+SHARED_SETS = ["age", "age+text", "age+text+genomics", "sentences", "age+sentences"]
 SOURCE_SETS = ["fields", "field_tokens", "embedding", "age+fields", "age+field_tokens", "age+embedding"]
 # The benchmark rows compared with the probes (labels of the current base.yaml), when folds.csv has them.
-NEURAL = ["kemm_noknow", "kemm_noknow@ens3", "kemm", "kemm@ens3", "kemm_nested", "kemm@llm", "text", "text@ens3",
-          "text_nested", "coxph", "coxph_rules", "coxph_text_genomics"]
+NEURAL = ["kemm_noknow", "kemm_noknow@ens3", "kemm", "kemm@ens3", "kemm@sent", "kemm_nested", "kemm@llm", "text",
+          "text@ens3", "text@sent", "text_nested", "coxph", "coxph_rules", "coxph_text_genomics"]
 GAP = 0.03  # a difference of mean C counts as clear above this (5-fold std is ~0.03-0.08)
 CHANCE = 0.55  # a bare feature set below this carries little signal
 
@@ -141,7 +141,7 @@ def _identity(tokens: list[str]) -> list[str]:
 
 
 def make_pipeline_for(feature_set: str, columns: list[str]) -> Pipeline:
-    prefix = {"fields": "f:", "embedding": "e:", "field_tokens": "t:"}
+    prefix = {"fields": "f:", "embedding": "e:", "field_tokens": "t:", "sentences": "s:"}
     blocks = []
     for part in feature_set.split("+"):
         if part == "age":
@@ -221,6 +221,8 @@ def probe_cohort(spec: CohortSpec, data_root: Path, cache: Path) -> tuple[list[d
     texts = {i.case_id: i.key_text for i in report_inputs(files, cancer_type=spec.bench["cancer_type"])}
     tokenize = TfidfVectorizer().build_analyzer()  # scikit-learn's default tokens, no statistics
     base["text"] = [tokenize(texts.get(c, "")) for c in cases]
+    sent, _ = _mean_embedding(cache, source_name(spec.cohort, "report-sentences"), cases)  # no LLM, no source kind
+    base = base.join(pd.DataFrame(sent, index=cases).add_prefix("s:"))
     rows, covs = [], []
     t0 = time.perf_counter()
     for fs in SHARED_SETS:
@@ -296,7 +298,9 @@ PROTOCOL = [
     "validated covariates (`kemm.knowledge.report_covariates`: stage, grade, pT, pN, pM, nodes, size, margin, LVI, "
     f"PNI; median + missing indicator); embedding = the source's mean {ENCODER} statement embedding -> PCA {K_EMB}; "
     f"field_tokens = mean embedding of the derived `<source>-fields` source (fields-v2: one sentence per validated "
-    f"field, the tokens `kemm` and `text` read beside the statements) -> PCA {K_EMB}; genomics = MCAT signature columns -> "
+    f"field, the tokens `kemm` and `text` read beside the statements) -> PCA {K_EMB}; sentences = mean embedding of the "
+    f"cohort's `report-sentences` source (report-sentences-v1: the report's own diagnostic sentences, no LLM; the "
+    f"tokens `kemm@sent` and `text@sent` read besides) -> PCA {K_EMB}; genomics = MCAT signature columns -> "
     f"PCA {K_GEN}. `age+text+genomics` is the probe's version of the benchmark's `coxph_text_genomics`.",
     "- C-index = Harrell's (`concordance_index_censored`, higher risk = earlier event); mean ± sample std over the 5 "
     "folds. `:rules` / `:llm` = knowledge source; rows without a suffix do not use one. Per-fold values: "
