@@ -109,7 +109,7 @@ def test_smoke_benchmark_on_blca(tmp_path):
     pd.testing.assert_frame_equal(again[again.model != "kemm@sent"].sort_values(key).reset_index(drop=True), kept)
     assert sorted(again[again.model == "kemm@sent"].fold) == [0, 1, 2, 3, 4]
     with pytest.raises(BenchmarkError, match="no candidate"):
-        run_benchmark(exp, RAW, select=True, rows=["coxph"], stages=(), **kw)
+        run_benchmark(exp, RAW, select=True, rows=["coxph"], **kw)  # refused before the sources stage
     choice = pd.read_csv(tmp_path / "selection.csv")
     inner = pd.read_csv(tmp_path / "inner_splits" / "blca" / "splits_0.csv", index_col=0)
     outer = pd.read_csv(RAW / "PORPOISE/splits/5foldcv/tcga_blca/splits_0.csv", index_col=0)
@@ -201,3 +201,13 @@ def test_merge_inner_and_carry_folds_refuse_foreign_files(tmp_path):
     assert merged.set_index("model").loc["y", "c_index"] == 0.55
     with pytest.raises(BenchmarkError, match="not a folds.csv"):
         carry_folds(here, tmp_path / "bad.csv", ["a"])
+
+
+def test_row_and_candidate_typos_are_refused_before_any_source_is_built(tmp_path):
+    empty = tmp_path / "raw"  # no report files: the sources stage would fail on them, not on the typo
+    empty.mkdir()
+    with pytest.raises(BenchmarkError, match="unknown row"):
+        run_benchmark(EXP, empty, out_dir=tmp_path / "o", cache_dir=tmp_path / "kc", rows=["kemm@typo"])
+    with pytest.raises(BenchmarkError, match="no candidate"):
+        run_benchmark(EXP, empty, out_dir=tmp_path / "o", cache_dir=tmp_path / "kc", select=True, rows=["coxph"])
+    assert not (tmp_path / "kc").exists()

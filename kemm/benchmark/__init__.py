@@ -21,7 +21,7 @@ from pathlib import Path
 
 from kemm._io import atomic_write_text
 from kemm.benchmark.results import paired_tests, published_folds, write_results
-from kemm.benchmark.selection import choose, merge_inner, render_selection, run_selection, selection_groups
+from kemm.benchmark.selection import candidates, choose, merge_inner, render_selection, run_selection, selection_groups
 from kemm.benchmark.sources import build_sources
 from kemm.benchmark.specs import BenchmarkError, experiment_configs, experiment_plan, load_cohort_specs
 from kemm.model.run.config import ExperimentConfig
@@ -88,6 +88,9 @@ def run_benchmark(
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir or "knowledge_cache")
     bench_base, specs = load_cohort_specs(exp_dir, cohorts)
+    _check_rows(bench_base, rows)  # before the sources stage: a typo costs no build
+    if select and rows:
+        candidates(bench_base, rows)
     timings: dict[str, float] = {}
     if "sources" in stages:
         t0 = time.perf_counter()

@@ -56,17 +56,23 @@ def write_inner_splits(spec: CohortSpec, data_root: Path, out: Path, seed: int =
     return out
 
 
-def run_selection(specs: list[CohortSpec], bench_base: dict, data_root: Path, cache_dir: Path, out_dir: Path,
-                  overrides: list[str], only: list[str] | None = None) -> pd.DataFrame:
-    """Train every candidate (or only the candidates in ``only``) on every inner split; returns
-    per (cohort, fold, model) inner C."""
+def candidates(bench_base: dict, only: list[str] | None = None) -> set[str]:
+    """Every candidate of ``benchmark.selection``, or ``only`` after checking that each is one."""
     cands = {c for g in selection_groups(bench_base) for c in g["candidates"]}
     if only:
         missing = sorted(set(only) - cands)
         if missing:
             raise BenchmarkError(f"--select --rows: {', '.join(missing)} is no candidate of benchmark.selection; "
                                  f"candidates: {', '.join(sorted(cands))}")
-        cands = set(only)
+        return set(only)
+    return cands
+
+
+def run_selection(specs: list[CohortSpec], bench_base: dict, data_root: Path, cache_dir: Path, out_dir: Path,
+                  overrides: list[str], only: list[str] | None = None) -> pd.DataFrame:
+    """Train every candidate (or only the candidates in ``only``) on every inner split; returns
+    per (cohort, fold, model) inner C."""
+    cands = candidates(bench_base, only)
     rows = []
     for spec in specs:
         inner = write_inner_splits(spec, data_root, out_dir / "inner_splits" / spec.cohort)
