@@ -42,8 +42,11 @@ def _write_selection(inner, bench_base: dict, out_dir: Path) -> None:
     atomic_write_text(out_dir / "SELECTION.md", render_selection(inner, choice, groups))
 
 
-def _check_rows(bench_base: dict, rows: list[str] | None) -> None:
-    """``--rows`` names only rows of ``benchmark.experiments`` (BenchmarkError listing them)."""
+def _check_rows(bench_base: dict, rows: list[str] | None, select: bool = False) -> None:
+    """``--rows`` names only rows of ``benchmark.experiments`` (BenchmarkError listing them); with
+    ``select``, only candidates of ``benchmark.selection``."""
+    if rows and select:
+        candidates(bench_base, rows)
     if rows:
         known = {m.get("label") or m["name"] for _, ms in experiment_plan(bench_base) for m in ms}
         unknown = sorted(set(rows) - known)
@@ -88,16 +91,13 @@ def run_benchmark(
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir or "knowledge_cache")
     bench_base, specs = load_cohort_specs(exp_dir, cohorts)
-    _check_rows(bench_base, rows)  # before the sources stage: a typo costs no build
-    if select and rows:
-        candidates(bench_base, rows)
+    _check_rows(bench_base, rows, select)  # before the sources stage: a typo costs no build
     timings: dict[str, float] = {}
     if "sources" in stages:
         t0 = time.perf_counter()
         build_sources(specs, bench_base, data_root, cache_dir)
         timings["knowledge_s"] = round(time.perf_counter() - t0, 1)
     if select:
-        _check_rows(bench_base, rows)
         inner = run_selection(specs, bench_base, data_root, cache_dir, out_dir, overrides or [], only=rows)
         if rows:  # new candidates beside the inner results already in out_dir (same splits, same settings)
             inner = merge_inner(out_dir / "selection_inner.csv", inner)
@@ -105,7 +105,6 @@ def run_benchmark(
         return out_dir
     run_dirs: dict[str, dict[str, Path]] = {}
     settings: dict = {"command": command, "cohorts": [s.cohort for s in specs], "overrides": list(overrides or [])}
-    _check_rows(bench_base, rows)
     plans = {spec.cohort: experiment_configs(spec, bench_base, data_root, cache_dir, out_dir, overrides or [])
              for spec in specs}
     for cfgs in plans.values():  # every model name and hyperparameter, before anything trains
