@@ -34,12 +34,7 @@ def derive(
     diagnostic sentences (no LLM; resumable)."""
     cdir = cache_dir_or_default(cache_dir)
     try:
-        if kind == "report-sentences":
-            if not report_file:
-                fail("derive report-sentences needs --report-file FILE (CSV or JSONL, repeatable)")
-            s = derive_report_sentences(cdir, report_inputs(report_file, id_column, text_column), source)
-        else:
-            s = _derive(kind, cdir, parent, source, reports, pbk, cancer_type)
+        s = _derive(kind, cdir, parent, source, reports, pbk, cancer_type, (report_file, id_column, text_column))
     except (KnowledgeError, ValueError) as e:
         fail(str(e))
     except OSError as e:
@@ -48,7 +43,12 @@ def derive(
 
 
 def _derive(kind: str, cdir: Path, parent: str | None, source: str, reports: str | None, pbk: str | None,
-            cancer_type: str | None) -> DeriveSummary:
+            cancer_type: str | None, report_files: tuple[list[Path], str, str]) -> DeriveSummary:
+    if kind == "report-sentences":
+        files, id_column, text_column = report_files
+        if not files:
+            fail("derive report-sentences needs --report-file FILE (CSV or JSONL, repeatable)")
+        return derive_report_sentences(cdir, report_inputs(files, id_column, text_column), source)
     if kind == "fields":
         if not parent:
             fail("derive fields needs the refined-report source: kemm-knowledge derive fields PARENT --source NAME")
