@@ -5,7 +5,8 @@ already wrote, imported from the tcga-path-report ``llm_output`` column), and fr
 them a ``<role>-fields`` source (one sentence per validated field) and a ``<role>-grounded``
 source (the curated PBK matched to each patient's report); a ``report-sentences`` source (the
 report's own diagnostic sentences, no LLM); one curated PBK source for every cancer type.
-Every source is embedded with every encoder a profile names. All steps are cached and resumable (a rebuild with nothing changed writes nothing).
+Every source is embedded with every encoder a profile names. All steps are cached and resumable
+(a rebuild with nothing changed writes nothing).
 
 Imports: ``kemm.knowledge`` (public API), ``kemm.benchmark.specs``.
 """
