@@ -8,8 +8,9 @@ elastic-net Cox, scikit-learn Pipeline; every transform fitted on the training f
 the penalty chosen by inner CV on the training fold only) on: age+sex; TF-IDF->SVD of the raw
 report text; the source's validated fields; its mean statement embedding (PCA); the mean
 embedding of its derived ``-fields`` source (the field sentences the model reads, PCA); the
-mean embedding of the cohort's ``report-sentences`` source (PCA); genomics PCA; and the combinations that answer the question.  Reads the sources that
-``kemm benchmark --stages sources`` built (it never builds or embeds one).
+mean embedding of the cohort's ``report-sentences`` source (PCA); genomics PCA; and the
+combinations that answer the question.  Reads the sources that ``kemm benchmark --stages
+sources`` built (it never builds or embeds one).
 Writes SIGNAL.md and SIGNAL_folds.csv (aggregated C-indices only: no per-patient output).
 """
 

@@ -4,14 +4,14 @@ The rules extractor keeps a fixed set of fields (stage, grade, TNM, margins...);
 a pathologist wrote (fibrosis, necrosis, vascular invasion phrased freely, tumour focality,
 a histological variant) never reaches the model through it.  This template set keeps it: the
 diagnostic part of the report (``sectioning``, ``SENTENCES_SECTIONING``: boilerplate, gross
-description and block lists dropped) is cut into sentences: OCR lines are joined unless a line
-ends a sentence (``. ; ! ?``) or the next one starts a list item (``-``, ``*``, ``1.``, ``A)``)
-or a synoptic label (``Histologic Grade:``); a line ending in ``:`` always takes the next (the
-label's value); the joined text is split at sentence ends, list markers are dropped, a piece shorter
-than ``MIN_CHARS`` is joined to the next, a sentence longer than ``MAX_CHARS`` is cut there
-(the schema's limit), a repeated sentence or piece is kept once, and at most ``MAX_SENTENCES`` are kept,
-in report order.  No LLM and no
-judgement is involved, so the statements are exactly as faithful as the OCR text.
+description and block lists dropped) is cut into sentences.  OCR lines are joined unless a
+line ends a sentence (``. ; ! ?``) or the next one starts a list item (``-``, ``*``, ``1.``,
+``A)``) or a synoptic label (``Histologic Grade:``); a line ending in ``:`` always takes the
+next (the label's value).  The joined text is split at sentence ends, list markers are dropped,
+a repeated piece is kept once, a piece shorter than ``MIN_CHARS`` is joined to the next, a
+sentence longer than ``MAX_CHARS`` is cut there (the schema's limit), and at most
+``MAX_SENTENCES`` are kept, in report order.  No LLM and no judgement is involved, so the
+statements are exactly as faithful as the OCR text.
 
 ``REPORT_SENTENCES_VERSION`` names these rules; it is part of the derived source's identity.
 
@@ -57,15 +57,12 @@ def report_sentences(text: str) -> list[str]:
     """The sentences of the diagnostic part of ``text`` (module docstring), in report order."""
     kept = section_report(text or "", SENTENCES_SECTIONING).text
     out: list[str] = []
-    seen: set[str] = set()
-    pieces: set[str] = set()
+    pieces: set[str] = set()  # every piece is used once, so every sentence is new
     buf = ""
 
     def emit(s: str) -> None:
         s = s[:MAX_CHARS].strip()
-        key = s.lower()
-        if len(s) >= 3 and key not in seen:
-            seen.add(key)
+        if len(s) >= 3:
             out.append(s)
 
     for unit in _units(kept):
