@@ -104,6 +104,8 @@ def choose(inner: pd.DataFrame, groups: list[dict]) -> pd.DataFrame:
     out = []
     for g in groups:
         d = inner[inner.model.isin(g["candidates"])]
+        if d.empty:  # no candidate of this group has inner results yet (e.g. --select --rows of another group)
+            continue
         for k, dk in [(-1, d), *d.groupby("fold")]:
             means = dk.groupby("model")["inner_c"].mean().sort_values(ascending=False)
             out.append({"group": g["name"], "fold": int(k), "chosen": means.index[0],
@@ -138,7 +140,10 @@ def render_selection(inner: pd.DataFrame, choice: pd.DataFrame, groups: list[dic
             dm = d[d.model == m]
             per = [dm[dm.fold == k]["inner_c"].mean() for k in range(5)]
             lines.append(f"| {m} | " + " | ".join(f"{v:.3f}" for v in per) + f" | {dm['inner_c'].mean():.3f} |")
-        ch = choice[choice.group == g["name"]].set_index("fold")["chosen"]
+        ch = choice[choice.group == g["name"]].set_index("fold")["chosen"] if len(choice) else pd.Series(dtype=object)
+        if -1 not in ch.index:
+            lines += ["", "Chosen: nothing yet (no candidate of this group has inner results).", ""]
+            continue
         lines += ["", "Chosen: " + ", ".join(f"fold {k}: `{ch[k]}`" for k in sorted(ch.index) if k >= 0)
                   + f"; overall: `{ch[-1]}`.", ""]
     return "\n".join(lines) + "\n"

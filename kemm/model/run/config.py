@@ -174,8 +174,9 @@ class ModelEntry(_Strict):
         if not self.train:
             return base
         merged = {**base.model_dump(), **self.train}
-        if isinstance(self.train.get("early_stopping"), dict):
-            merged["early_stopping"] = {**base.early_stopping.model_dump(), **self.train["early_stopping"]}
+        for sub in ("early_stopping", "linear_part"):
+            if isinstance(self.train.get(sub), dict):
+                merged[sub] = {**getattr(base, sub).model_dump(), **self.train[sub]}
         try:
             return TrainConfig.model_validate(merged)
         except ValidationError as e:
@@ -188,6 +189,27 @@ class EarlyStopping(_Strict):
     enabled: bool = False
     inner_val_fraction: float = Field(0.2, gt=0.0, lt=0.5)
     patience: int = Field(5, ge=1)
+
+
+class LinearPartConfig(_Strict):
+    """A penalised CoxPH beside the network (``kemm.model.run.linear_part``); its blocks are the
+    ``coxph_text_genomics`` ones. ``mixture``: the two models' survival curves are averaged,
+    ``weight`` on the linear one; ``offset``: its linear predictor is added to the network's hazard
+    logits and the network learns the residual."""
+
+    enabled: bool = False
+    mode: Literal["mixture", "offset"] = "mixture"
+    weight: float = Field(0.5, gt=0.0, lt=1.0, description="mixture: the linear model's share of the survival curve")
+    clinical: list[str] = Field(default_factory=lambda: ["age", "sex"], description="cohort columns of the linear part")
+    text: bool = Field(True, description="TF-IDF/SVD of the raw report text (needs data.reports)")
+    genomics: bool = Field(True, description="PCA of the genomic columns")
+    folds: int = Field(5, ge=2, le=20, description="offset: cross-fitting parts for the training patients' offsets")
+
+    @model_validator(mode="after")
+    def _some_block(self) -> "LinearPartConfig":
+        if self.enabled and not (self.text or self.genomics):
+            raise ValueError("linear_part needs text or genomics (a clinical-only Cox model is coxph's job)")
+        return self
 
 
 class TrainConfig(_Strict):
@@ -205,6 +227,7 @@ class TrainConfig(_Strict):
         1, ge=1, le=32,
         description="networks trained per fold with seeds seed, seed+1000, ...; their hazards are averaged",
     )
+    linear_part: LinearPartConfig = Field(default_factory=LinearPartConfig)
     progress: bool = True
 
 

@@ -11,6 +11,10 @@ Evaluation uses the last epoch by default.  Optional early stopping monitors an 
 split of the training fold, never the reported fold.  ``train.ensemble = n`` trains n
 networks per fold (seeds ``seed + 1000 i``, same data) and averages their survival curves
 (a seed ensemble: less variance from initialisation and batch order on a few hundred patients).
+``train.linear_part`` fits a penalised CoxPH beside the network (``kemm.model.run.linear_part``):
+its survival curve is averaged with the network's (``mixture``), or its linear predictor is added
+to the hazard logits and the network learns the residual from a zero-weight output layer with the
+life-table bias (``offset``).
 
 Imports: numpy, torch, tqdm, ``kemm.model.data``, ``kemm.model.nn``, ``kemm.model.run``
 (config, foldmodel, metrics, rundir).
@@ -39,6 +43,7 @@ from kemm.model.nn.registry import ModelSpec, build_model
 from kemm.model.run.config import TrainConfig
 from kemm.model.run.foldmodel import FoldInputs
 from kemm.model.run.metrics import harrell_c, step_survival
+from kemm.model.run.linear_part import LinearPart
 from kemm.model.run.progress import bars_on
 from kemm.model.run.rundir import FoldFiles
 
@@ -56,24 +61,85 @@ def _loader(ds: PatientDataset, batch_size: int, collate: Collate, shuffle: bool
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=g, num_workers=0)
 
 
+def with_offsets(collate: Collate, offsets: dict[str, float] | None) -> Collate:
+    """``collate`` that also puts each patient's linear-part offset into ``batch["offset"]`` ``[B]``."""
+    if offsets is None:
+        return collate
+
+    def wrapped(items: list[dict]) -> Batch:
+        b = collate(items)
+        b["offset"] = torch.tensor([offsets[c] for c in b["case_id"]], dtype=torch.float32)
+        return b
+
+    return wrapped
+
+
+def hazard_logits(model: torch.nn.Module, b: Batch) -> tuple[torch.Tensor, dict]:
+    """``[B, n_bins]`` = the network's logits + the patient's linear-part offset (when the batch has one)."""
+    out = model(b)
+    logits = out["logits"]
+    if "offset" in b:
+        logits = logits + b["offset"].to(logits.dtype)[:, None]
+    return logits, out
+
+
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, ds: PatientDataset, collate: Collate, batch_size: int = 32) -> np.ndarray:
-    """Hazard logits ``[n, n_bins]`` of every patient of ``ds`` (eval mode, all patches)."""
+    """Hazard logits ``[n, n_bins]`` of every patient of ``ds`` (eval mode, all patches; offsets included)."""
     model.eval()
-    out = [model(b)["logits"].float() for b in _loader(ds, batch_size, collate, False, 0)]
+    out = [hazard_logits(model, b)[0].float() for b in _loader(ds, batch_size, collate, False, 0)]
     return torch.cat(out).numpy()
 
 
-def ensemble_logits(logits: list[np.ndarray]) -> np.ndarray:
+def _survival(logits: np.ndarray) -> np.ndarray:
+    return np.cumprod(1.0 - 1.0 / (1.0 + np.exp(-logits.astype(np.float64))), axis=1)
+
+
+def ensemble_logits(logits: list[np.ndarray], linear: np.ndarray | None = None, weight: float = 0.0) -> np.ndarray:
     """Logits ``[n, K]`` of the ensemble's mixture: the members' survival curves averaged
     (``S_k`` = mean over members), read back as per-bin hazards ``1 - S_k / S_{k-1}``.
-    One member: its logits unchanged."""
-    if len(logits) == 1:
+    ``linear`` ``[n, K]``: a linear model's S at the bin ends, mixed in with share ``weight``.
+    One member and no linear curve: its logits unchanged."""
+    if len(logits) == 1 and linear is None:
         return logits[0]
-    surv = np.mean([np.cumprod(1.0 - 1.0 / (1.0 + np.exp(-lg.astype(np.float64))), axis=1) for lg in logits], axis=0)
+    surv = np.mean([_survival(lg) for lg in logits], axis=0)
+    if linear is not None:
+        surv = (1.0 - weight) * surv + weight * np.asarray(linear, np.float64)
     prev = np.concatenate([np.ones_like(surv[:, :1]), surv[:, :-1]], axis=1)
     h = np.clip(1.0 - surv / np.maximum(prev, 1e-12), 1e-7, 1 - 1e-7)
     return np.log(h / (1 - h)).astype(logits[0].dtype)
+
+
+def output_layer(net: torch.nn.Module, n_bins: int) -> torch.nn.Linear:
+    """The network's survival output layer: ``net.head`` (or ``net.head.out``), a Linear to ``n_bins``."""
+    head = getattr(net, "head", None)
+    layer = head if isinstance(head, torch.nn.Linear) else getattr(head, "out", None)
+    if not isinstance(layer, torch.nn.Linear) or layer.out_features != n_bins:
+        raise RunError(f"network {type(net).__name__} has no `head` Linear layer to {n_bins} bins; "
+                       "train.linear_part (offset) starts the head at the linear model and needs one")
+    return layer
+
+
+def baseline_logits(label: np.ndarray, event: np.ndarray, n_bins: int) -> np.ndarray:
+    """``[n_bins]`` logits of the discrete-time hazards ``d_k / n_k`` of these patients (life table).
+
+    At risk in bin k: label >= k; an event in bin k: uncensored with label k (the NLL's convention:
+    a patient censored in bin k survived it). Clipped to [0.01, 0.99].
+    """
+    label, event = np.asarray(label, int), np.asarray(event).astype(bool)
+    at_risk = np.array([(label >= k).sum() for k in range(n_bins)], float)
+    d = np.array([((label == k) & event).sum() for k in range(n_bins)], float)
+    h = np.clip(d / np.maximum(at_risk, 1.0), 0.01, 0.99)
+    return np.log(h / (1 - h))
+
+
+def _start_at_offset(net: torch.nn.Module, label: np.ndarray, event: np.ndarray, n_bins: int) -> None:
+    """Zero output weights and life-table bias: the untrained network predicts exactly the linear
+    model (offset + baseline hazard), and what it learns is a residual grown from zero."""
+    layer = output_layer(net, n_bins)
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.copy_(torch.as_tensor(baseline_logits(label, event, n_bins), dtype=layer.bias.dtype))
 
 
 def _c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
@@ -90,8 +156,8 @@ def _train_epoch(model: torch.nn.Module, loader: DataLoader, opt: torch.optim.Op
     total, n_steps = 0.0, len(loader)
     for step, batch in enumerate(loader):
         b: Batch = batch
-        out = model(b)
-        loss = nll_surv_loss(out["logits"], b["label"], b["censorship"], alpha=tc.alpha)
+        logits, out = hazard_logits(model, b)
+        loss = nll_surv_loss(logits, b["label"], b["censorship"], alpha=tc.alpha)
         loss = loss + out.get("aux_loss", 0.0)
         (loss / tc.grad_accum).backward()
         if (step + 1) % tc.grad_accum == 0 or step + 1 == n_steps:
@@ -121,6 +187,8 @@ class NeuralFoldModel:
         self.scaler: GenomicScaler | None = None
         self.groups: GenomicGroups | None = None
         self.history: list[dict] = []
+        self.linear: LinearPart | None = None  # train.linear_part: a CoxPH mixed in or offsetting the logits
+        self._train_offsets: dict[str, float] | None = None
         self.source = ""  # the fold folder a loaded model came from (for messages)
         self._cache: dict[tuple, np.ndarray] = {}
         self._views: dict[int, SurvivalData] = {}
@@ -138,6 +206,10 @@ class NeuralFoldModel:
         if self.clinical:  # training-fold statistics only
             X = clinical_frame(data.cohort, self.clinical, data.report_fields)
             self.clinical_scaler = ClinicalScaler(list(X.columns)).fit(X.loc[train_ids])
+        self.linear, self._train_offsets = None, None
+        if tc.linear_part.enabled:  # offset mode: cross-fitted offsets for the training patients
+            self.linear = LinearPart(tc.linear_part, self.key)
+            self._train_offsets = self.linear.fit(inputs, list(train_ids), seed)
         fit_ids, inner = list(train_ids), None
         if tc.early_stopping.enabled:
             fit_ids, inner = inner_split(train_ids, t["time"].to_numpy(), t["event"].to_numpy(),
@@ -168,7 +240,9 @@ class NeuralFoldModel:
             model = build_model(self.name, self.spec, **self.hparams)
         except (ValueError, TypeError, KeyError) as e:
             raise RunError(f"model {self.key!r}: {e}") from None
-        collate = data.collate()
+        if self._train_offsets is not None:
+            _start_at_offset(model, fd.train.label, fd.train.event, tc.n_bins)
+        collate = with_offsets(data.collate(), self._train_offsets)
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
         history: list[dict] = []
         best_state, best_score, bad = None, -np.inf, 0
@@ -231,10 +305,20 @@ class NeuralFoldModel:
                 raise RuntimeError("NeuralFoldModel is not fitted; call fit() or load() first")
             data = self._data(inputs)
             self._check_spec(data)
-            collate = make_collate(self.spec.wsi_dim, self.spec.omic_dims, self.spec.text_dim)
+            collate = with_offsets(make_collate(self.spec.wsi_dim, self.spec.omic_dims, self.spec.text_dim),
+                                   self._offsets(inputs, list(ids)))
             ds = data.dataset(list(ids), self.edges, self.scaler, self.clinical_scaler)
-            self._cache[key] = ensemble_logits([predict_logits(n, ds, collate) for n in self.nets])
+            lin = self.linear if self.linear is not None and self.linear.cfg.mode == "mixture" else None
+            self._cache[key] = ensemble_logits([predict_logits(n, ds, collate) for n in self.nets],
+                                               lin.survival_at(inputs, list(ids), self.edges) if lin else None,
+                                               lin.cfg.weight if lin else 0.0)
         return self._cache[key]
+
+    def _offsets(self, inputs: FoldInputs, ids: list[str]) -> dict[str, float] | None:
+        """Offset mode: the linear part's offsets for ``ids`` from its fit on every training patient."""
+        if self.linear is None or self.linear.cfg.mode != "offset":
+            return None
+        return dict(zip(ids, self.linear.offsets(inputs, ids).tolist()))
 
     def _check_spec(self, data: SurvivalData) -> None:
         for k, have in (("wsi_dim", data.wsi_dim), ("text_dim", data.text_dim)):
@@ -259,6 +343,7 @@ class NeuralFoldModel:
             "history": self.history,
             "clinical": self.clinical_scaler.out_columns_ if self.clinical_scaler is not None else [],
             "knowledge_kinds": list(self.spec.kinds) if self.spec is not None and self.spec.text_dim else [],
+            **({"linear_part": self.linear.record()} if self.linear is not None else {}),
         }
 
     # -- state -------------------------------------------------------------------------
@@ -276,6 +361,7 @@ class NeuralFoldModel:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "groups": {"names": self.groups.names, "columns": self.groups.columns} if self.groups else None,
             "clinical": self.clinical_scaler.state_dict() if self.clinical_scaler is not None else None,
+            "linear_part": self.linear.to_state() if self.linear is not None else None,
             "kemm_version": __version__,
         })
 
@@ -296,5 +382,7 @@ class NeuralFoldModel:
         if ck.get("clinical"):
             m.clinical_scaler = ClinicalScaler.from_state(ck["clinical"])
             m.clinical = list(m.clinical_scaler.columns)
+        if ck.get("linear_part"):
+            m.linear = LinearPart.from_state(ck["linear_part"], m.key)
         m.source = str(Path(fold.dir))
         return m

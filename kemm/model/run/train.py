@@ -38,6 +38,7 @@ from kemm.model.run.config import (
     DISPLAY_ONLY,
     REPORT_FIELD_NAMES,
     ExperimentConfig,
+    LinearPartConfig,
     ModelEntry,
     dump_config,
     load_config,
@@ -64,7 +65,8 @@ def set_threads(n: int | None) -> None:
     torch.set_num_threads(n or (1 if cpus <= 2 else min(4, cpus // 2)))
 
 
-ADDED_TRAIN_DEFAULTS = {"ensemble": 1}  # train settings newer than the first runs, and their defaults
+# train settings newer than the first runs, and their defaults
+ADDED_TRAIN_DEFAULTS = {"ensemble": 1, "linear_part": LinearPartConfig().model_dump(mode="json")}
 
 
 def model_identity(entry: ModelEntry, cfg: ExperimentConfig) -> str:

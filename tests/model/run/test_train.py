@@ -136,11 +136,11 @@ def test_per_model_training_overrides(syn_all, tmp_path):
     hist = {m: json.loads((run / "folds" / m / "fold_0" / "metrics.json").read_text())["history"] for m in ("snn", "snn_long")}
     assert (len(hist["snn"]), len(hist["snn_long"])) == (1, 3)
     assert model_identity(cfg.models[0], cfg) != model_identity(long.model_copy(update={"label": None}), cfg)
-    # a setting added later (train.ensemble) at its default keeps the identity older runs recorded
+    # settings added later (train.ensemble, train.linear_part) at their defaults keep the identity older runs recorded
     import hashlib
     from kemm.model.run.config import DISPLAY_ONLY
     old = {"name": "snn", "hparams": cfg.models[0].hparams,
-           "train": cfg.train.model_dump(mode="json", exclude={*DISPLAY_ONLY, "ensemble"})}
+           "train": cfg.train.model_dump(mode="json", exclude={*DISPLAY_ONLY, "ensemble", "linear_part"})}
     assert model_identity(cfg.models[0], cfg) == hashlib.sha256(json.dumps(old, sort_keys=True, default=str).encode()).hexdigest()[:16]
     ens = cfg.models[0].model_copy(update={"train": {"ensemble": 3}})
     assert model_identity(ens, cfg) != model_identity(cfg.models[0], cfg)
