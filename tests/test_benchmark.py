@@ -211,3 +211,25 @@ def test_row_and_candidate_typos_are_refused_before_any_source_is_built(tmp_path
     with pytest.raises(BenchmarkError, match="no candidate"):
         run_benchmark(EXP, empty, out_dir=tmp_path / "o", cache_dir=tmp_path / "kc", select=True, rows=["coxph"])
     assert not (tmp_path / "kc").exists()
+
+
+def test_a_yaml_syntax_error_names_file_and_line(tmp_path):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "base.yaml").write_text("benchmark:\n  selection:\n    - name: g\n      candidates: [a]: oops\n")
+    with pytest.raises(BenchmarkError, match=r"base.yaml: line 4, column \d+: not valid YAML"):
+        load_cohort_specs(exp)
+
+
+def test_selection_of_one_group_leaves_the_others_unchosen():
+    """`--select --rows` for one group's candidates: the other groups are reported as not chosen yet."""
+    from kemm.benchmark.selection import choose, render_selection
+
+    inner = pd.DataFrame([{"cohort": "a", "fold": k, "model": m, "inner_c": c}
+                          for k in range(5) for m, c in (("x", 0.6), ("y", 0.65 if k else 0.5))])
+    groups = [{"name": "g1", "candidates": ["x", "y"]}, {"name": "g2", "candidates": ["z"]}]
+    ch = choose(inner, groups)
+    assert set(ch.group) == {"g1"}
+    assert ch.set_index("fold").loc[0, "chosen"] == "x" and ch.set_index("fold").loc[-1, "chosen"] == "y"
+    md = render_selection(inner, ch, groups)
+    assert "## g2" in md and "Chosen: nothing yet" in md and "overall: `y`" in md

@@ -63,17 +63,27 @@ def format_paths(obj: Any, **subs: str) -> Any:
     return obj
 
 
+def _read_yaml(path: Path) -> Any:
+    """The parsed file; a YAML syntax error is a BenchmarkError naming the file, line and column."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise BenchmarkError(f"{path}:{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+
+
 def load_cohort_specs(exp_dir: Path, cohorts: list[str] | None = None) -> tuple[dict, list[CohortSpec]]:
     """``(benchmark section of base.yaml, [spec])``; unknown cohorts are an error listing the known ones."""
     base_path = exp_dir / "base.yaml"
     if not base_path.is_file():
         raise BenchmarkError(f"{base_path}: missing (models and train settings shared by every cohort)")
-    base = yaml.safe_load(base_path.read_text()) or {}
+    base = _read_yaml(base_path) or {}
     specs, known = [], []
     for p in sorted(exp_dir.glob("*.yaml")):
         if p.name == "base.yaml" or p.name.startswith("smoke"):
             continue
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = _read_yaml(p) or {}
         bench = raw.pop("benchmark", None)
         if not isinstance(bench, dict) or "cohort" not in bench:
             raise BenchmarkError(f"{p}: needs a `benchmark:` section with at least `cohort:`")

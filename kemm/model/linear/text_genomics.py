@@ -345,7 +345,8 @@ class CoxPHTextGenomics:
         bt, bh = np.asarray(st["baseline"]["times"]), np.asarray(st["baseline"]["cumhaz"])
         idx = np.searchsorted(bt, grid, side="right") - 1
         h0 = np.where(idx >= 0, bh[np.clip(idx, 0, None)] if len(bh) else 0.0, 0.0)
-        return np.exp(-np.outer(np.exp(self.predict_risk(X, texts)), h0))
+        eta = np.minimum(self.predict_risk(X, texts), 700.0)  # exp(700) is finite; S is 0 there anyway
+        return np.exp(-np.outer(np.exp(eta), h0))
 
     def to_state(self) -> dict:
         """Plain data only (lists, floats, strings): ``json.dumps`` works on it."""

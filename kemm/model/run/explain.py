@@ -41,6 +41,7 @@ from kemm.model.data.knowledge import TextTable  # noqa: E402
 from kemm.model.errors import DataError, RunError  # noqa: E402
 from kemm.model.nn.losses import risk_from_logits  # noqa: E402
 from kemm.model.run.config import REPORT_FIELD_NAMES, ExperimentConfig, load_config  # noqa: E402
+from kemm.model.run.foldmodel import FoldInputs  # noqa: E402
 from kemm.model.run.neural import NeuralFoldModel  # noqa: E402
 from kemm.model.run.registry import fold_model_class  # noqa: E402
 from kemm.model.run.rundir import FoldFiles, RunDir  # noqa: E402
@@ -69,6 +70,7 @@ class CaseExplanation:
     risk: float
     pbk_key: str | None  # the case (grounded PBK) or its cancer type (static PBK)
     tokens: list[Token]
+    linear_part: str = ""  # train.linear_part of the model ("mixture 0.5" / "offset"); its risk includes it
 
     def frame(self) -> pd.DataFrame:
         rows = [{k: v for k, v in asdict(t).items() if k != "omic"} for t in self.tokens]
@@ -213,8 +215,12 @@ def explain_patient(ctx: ExplainContext, fm: NeuralFoldModel, case_id: str) -> C
     batch = _batch(fm, ctx.data, case_id)
     out = _forward(fm.net, batch)
     texts, key = _statements(ctx.data, case_id)
-    risk = float(risk_from_logits(out["logits"].float())[0])
-    return CaseExplanation(case_id, ctx.model, ctx.fold_of[case_id], risk, key, _tokens(fm, batch, out, texts))
+    risk, linear = float(risk_from_logits(out["logits"].float())[0]), ""
+    if fm.linear is not None:  # the weights explain the network; the model's risk also holds the CoxPH part
+        lc = fm.linear.cfg
+        linear = f"mixture {lc.weight:g}" if lc.mode == "mixture" else "offset"
+        risk = float(fm.predict_risk(FoldInputs(data=ctx.data), [case_id])[0])
+    return CaseExplanation(case_id, ctx.model, ctx.fold_of[case_id], risk, key, _tokens(fm, batch, out, texts), linear)
 
 
 def explain_case(run_dir: Path | str, case_id: str, model: str | None = None, report: TextTable | None = None,
@@ -284,8 +290,9 @@ def case_figure(e: CaseExplanation, max_tokens: int = 40) -> plt.Figure:
         ax.axvline(1.0 / len(e.tokens), color="grey", ls="--", lw=0.8, label="uniform weight")
     ax.set_xlabel("pooling weight")
     more = f"; {len(e.tokens) - len(toks)} more not shown" if len(e.tokens) > len(toks) else ""
+    lin = f"\nweights of the network; a linear CoxPH joins it ({e.linear_part}) and is in the risk" if e.linear_part else ""
     ax.set_title(f"{e.case_id}: {e.model}, fold {e.fold} (out-of-fold), risk {e.risk:.2f}; "
-                 f"blue = report, orange = PBK{more}", fontsize=9, loc="left")
+                 f"blue = report, orange = PBK{more}{lin}", fontsize=9, loc="left")
     ax.legend(fontsize=8, loc="lower right")
     return fig
 

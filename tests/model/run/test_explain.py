@@ -37,9 +37,11 @@ def run(tmp_path_factory):
     cfg = parse_config({
         "name": "t", "output_dir": str(root / "run"),
         "data": {"cohort": str(syn.cohort_csv), "features_dir": str(syn.features_dir), "n_folds": 3,
-                 "genomics": {"groups": "signatures", "signatures": str(syn.signatures_csv)}},
+                 "genomics": {"groups": "signatures", "signatures": str(syn.signatures_csv)},
+                 "reports": [str(syn.reports_csv)]},
         "knowledge": {**SOURCES, "cache_dir": str(cache)},
-        "models": [{"name": m, "hparams": {} if m == "coxph" else HP} for m in ("kemm", "text", "kemm_noknow", "coxph")],
+        "models": [*({"name": m, "hparams": {} if m == "coxph" else HP} for m in ("kemm", "text", "kemm_noknow", "coxph")),
+                   {"name": "kemm", "label": "kemm@lin", "hparams": HP, "train": {"linear_part": {"enabled": True}}}],
         "train": {"epochs": 1, "batch_size": 16, "progress": False},
     })
     return run_experiment(cfg), cache
@@ -69,6 +71,19 @@ def test_case_tokens_are_the_patients_statements_and_weights_sum_to_one(run):
     assert all(t.kind.startswith("pbk") for t in pbk)
     assert all(len(t.omic) == len(ctx.data.groups.names) for t in e.tokens)  # genomic-group attention per token
     assert all(sum(t.omic.values()) == pytest.approx(1.0, abs=1e-4) for t in e.tokens)
+
+
+def test_linear_part_is_named_and_in_the_risk(run, tmp_path):
+    """A model with train.linear_part: the weights are the network's, the risk is the model's (mixture)."""
+    run_dir, _ = run
+    oof = _oof(run_dir, "kemm@lin")
+    case = oof.index[0]
+    e = explain_case(run_dir, case, model="kemm@lin")
+    assert e.linear_part == "mixture 0.5"
+    assert e.risk == pytest.approx(float(oof.loc[case, "risk"]), abs=1e-4)
+    assert sum(t.weight for t in e.tokens) == pytest.approx(1.0, abs=1e-5)
+    plain = explain_case(run_dir, case)
+    assert plain.linear_part == ""
 
 
 def test_text_model_and_cohort_summary(run):
