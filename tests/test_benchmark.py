@@ -233,3 +233,27 @@ def test_selection_of_one_group_leaves_the_others_unchosen():
     assert ch.set_index("fold").loc[0, "chosen"] == "x" and ch.set_index("fold").loc[-1, "chosen"] == "y"
     md = render_selection(inner, ch, groups)
     assert "## g2" in md and "Chosen: nothing yet" in md and "overall: `y`" in md
+
+
+def _signal_probe():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("signal_probe", EXP / "signal_probe.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_signal_probe_compares_rows_of_the_current_benchmark(tmp_path):
+    probe = _signal_probe()
+    bench, _ = load_cohort_specs(EXP)
+    rows = {m.get("label") or m["name"] for _, ms in experiment_plan(bench) for m in ms}
+    rows |= {g["name"] for g in selection_groups(bench)}
+    assert set(probe.NEURAL) <= rows, set(probe.NEURAL) - rows  # no stale label
+    assert {"kemm@lin", "kemm@ens3lin", "text@ens3lin", "kemm_noknow@lin75"} <= set(probe.NEURAL)
+    folds = pd.DataFrame({"model": ["text@ens3lin", "kemm@lin", "kemm@lin", "not_a_row@x"], "cohort": ["blca"] * 4,
+                          "fold": [0, 0, 1, 0], "c_index": [0.6, 0.7, 0.5, 0.9]})
+    folds.to_csv(tmp_path / "folds.csv", index=False)
+    m = probe.neural_rows(tmp_path / "folds.csv")
+    assert list(m.index) == ["kemm@lin", "text@ens3lin"]  # NEURAL's order; unknown rows dropped
+    assert m.loc["kemm@lin", "blca"] == pytest.approx(0.6)
