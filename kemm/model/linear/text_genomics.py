@@ -1,5 +1,12 @@
 """Penalised CoxPH on age (+ sex) + TF-IDF/SVD of the report text + genomics PCA.
 
+An optional fourth block reads a neural model's knowledge tokens (the linear part of ``text``
+or ``kemm`` with ``train.linear_part.knowledge``): columns ``kemb:<j>`` hold a case's mean
+token embedding (PCA, a missing-knowledge indicator where some training case has none) and
+columns ``kind:<kind>`` say whether the case has a token of that kind (fields-v2 kinds carry
+the value category, e.g. ``pN:2``; grounded PBK kinds carry the direction); kinds held by
+fewer than ``min_df`` training cases are dropped.
+
 The classical bar a deep model must clear (registry name ``coxph_text_genomics``). One
 estimator, the verbs of every fold model: ``fit`` / ``predict_risk`` / ``predict_survival``
 and ``to_state`` / ``from_state``.
@@ -34,6 +41,7 @@ from kemm.model.run.foldmodel import FoldInputs
 from kemm.model.run.rundir import FoldFiles
 
 GENOMIC_SUFFIXES = ("_rnaseq", "_cnv", "_mut")
+EMB_PREFIX, KIND_PREFIX = "kemb:", "kind:"  # knowledge-token columns (kemm.model.run.linear_part)
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 STATE_KIND = "coxph_text_genomics"
 
@@ -48,6 +56,7 @@ class TextGenomicsParams:
 
     n_text_components: int = 50
     n_genomic_components: int = 20
+    n_knowledge_components: int = 20
     max_features: int = 5000
     min_df: int = 3
     max_df: float = 0.95
@@ -180,8 +189,12 @@ def _apply_text(texts: list[str], st: dict) -> np.ndarray:
     return _scale(np.asarray(M @ np.asarray(st["components"]).T), st["scale"])
 
 
+def _is_knowledge(c: Any) -> bool:
+    return str(c).startswith((EMB_PREFIX, KIND_PREFIX))
+
+
 def _fit_genomics(X: pd.DataFrame, p: TextGenomicsParams) -> dict | None:
-    cols = [c for c in X.columns if str(c).endswith(GENOMIC_SUFFIXES)]
+    cols = [c for c in X.columns if str(c).endswith(GENOMIC_SUFFIXES) and not _is_knowledge(c)]
     if not cols:
         return None
     A = _numeric(X, cols, "genomic")
@@ -205,17 +218,65 @@ def _apply_genomics(X: pd.DataFrame, st: dict) -> np.ndarray:
     return _scale((Z - np.asarray(st["pca_mean"])) @ np.asarray(st["components"]).T, st["pc_scale"])
 
 
+def _fit_knowledge(X: pd.DataFrame, p: TextGenomicsParams) -> dict | None:
+    """Mean token embedding -> PCA (+ missing indicator) and kind indicators held by >= min_df cases."""
+    emb = [c for c in X.columns if str(c).startswith(EMB_PREFIX)]
+    kinds = [c for c in X.columns if str(c).startswith(KIND_PREFIX)]
+    st: dict[str, Any] = {"emb_columns": [], "kind_columns": []}
+    if emb:
+        A = _numeric(X, emb, "knowledge embedding")
+        have = ~np.isnan(A).any(axis=1)
+        k = min(p.n_knowledge_components, int(have.sum()) - 1, len(emb))
+        if k >= 1:
+            mean = A[have].mean(axis=0)
+            Z = np.where(np.isnan(A), mean, A)
+            pca = PCA(n_components=k, random_state=p.seed).fit(Z[have])
+            st.update(emb_columns=emb, emb_mean=mean.tolist(), pca_mean=pca.mean_.tolist(),
+                      components=pca.components_.tolist(), indicator=bool((~have).any()))
+    if kinds:
+        K = np.nan_to_num(_numeric(X, kinds, "knowledge kind"))
+        n_with = (K > 0).sum(axis=0)
+        keep = (n_with >= min(p.min_df, len(X))) & (n_with < len(X))  # a kind every case has says nothing
+        st["kind_columns"] = [c for c, k in zip(kinds, keep) if k]
+    if not st["emb_columns"] and not st["kind_columns"]:
+        return None
+    st["scale"] = _fit_scale(_knowledge_raw(X, st))
+    return st
+
+
+def _knowledge_raw(X: pd.DataFrame, st: dict) -> np.ndarray:
+    parts = []
+    if st["emb_columns"]:
+        A = _numeric(X, st["emb_columns"], "knowledge embedding")
+        miss = np.isnan(A).any(axis=1)
+        Z = np.where(np.isnan(A), np.asarray(st["emb_mean"]), A)
+        parts.append((Z - np.asarray(st["pca_mean"])) @ np.asarray(st["components"]).T)
+        if st["indicator"]:
+            parts.append(miss[:, None].astype(float))
+    if st["kind_columns"]:
+        cols = st["kind_columns"]
+        K = X.reindex(columns=cols).apply(pd.to_numeric, errors="coerce").fillna(0.0).to_numpy(float)
+        parts.append((K > 0).astype(float))  # a kind unseen in training is no column; absent here = 0
+    return np.hstack(parts)
+
+
+def _apply_knowledge(X: pd.DataFrame, st: dict) -> np.ndarray:
+    return _scale(_knowledge_raw(X, st), st["scale"])
+
+
 def fit_blocks(X: pd.DataFrame, texts: list[str], p: TextGenomicsParams) -> dict:
     """Plain state of every block fitted on these rows (a block without data is None)."""
-    st = {"clinical": _fit_clinical(X, p.clinical), "text": _fit_text(texts, p), "genomics": _fit_genomics(X, p)}
-    if st["text"] is None and st["genomics"] is None:
-        raise TextGenomicsInputError("no report text (every text is empty) and no genomic columns (*_rnaseq|*_cnv|*_mut) "
-                                     "in X: nothing for this model; use the clinical CoxPH instead")
+    st = {"clinical": _fit_clinical(X, p.clinical), "text": _fit_text(texts, p), "genomics": _fit_genomics(X, p),
+          "knowledge": _fit_knowledge(X, p)}
+    if st["text"] is None and st["genomics"] is None and st["knowledge"] is None:
+        raise TextGenomicsInputError("no report text (every text is empty), no genomic columns (*_rnaseq|*_cnv|*_mut) "
+                                     "and no knowledge-token columns in X: nothing for this model; use the clinical "
+                                     "CoxPH instead")
     return st
 
 
 def design(X: pd.DataFrame, texts: list[str], blocks: dict) -> np.ndarray:
-    """``[n, p]`` design matrix from the fitted blocks: clinical | text SVD | genomic PCs."""
+    """``[n, p]`` design matrix from the fitted blocks: clinical | text SVD | genomic PCs | knowledge."""
     parts = []
     if blocks["clinical"] is not None:
         parts.append(_apply_clinical(X, blocks["clinical"]))
@@ -223,6 +284,8 @@ def design(X: pd.DataFrame, texts: list[str], blocks: dict) -> np.ndarray:
         parts.append(_apply_text(texts, blocks["text"]))
     if blocks["genomics"] is not None:
         parts.append(_apply_genomics(X, blocks["genomics"]))
+    if blocks.get("knowledge") is not None:  # states saved before the block existed have no key
+        parts.append(_apply_knowledge(X, blocks["knowledge"]))
     return np.hstack(parts)
 
 

@@ -203,12 +203,15 @@ class LinearPartConfig(_Strict):
     clinical: list[str] = Field(default_factory=lambda: ["age", "sex"], description="cohort columns of the linear part")
     text: bool = Field(True, description="TF-IDF/SVD of the raw report text (needs data.reports)")
     genomics: bool = Field(True, description="PCA of the genomic columns")
+    knowledge: bool = Field(
+        False, description="the model's own knowledge tokens: mean token embedding (PCA) and which token kinds the case has",
+    )
     folds: int = Field(5, ge=2, le=20, description="offset: cross-fitting parts for the training patients' offsets")
 
     @model_validator(mode="after")
     def _some_block(self) -> "LinearPartConfig":
-        if self.enabled and not (self.text or self.genomics):
-            raise ValueError("linear_part needs text or genomics (a clinical-only Cox model is coxph's job)")
+        if self.enabled and not (self.text or self.genomics or self.knowledge):
+            raise ValueError("linear_part needs text, genomics or knowledge (a clinical-only Cox model is coxph's job)")
         return self
 
 

@@ -2,7 +2,9 @@
 
 With ``train.linear_part.enabled``, a neural fold model also fits the classical model
 (``kemm.model.linear.text_genomics.CoxPHTextGenomics``: age/sex, TF-IDF/SVD of the raw
-report text, genomics PCA, each block switchable) on the training patients. Two ways to
+report text, genomics PCA, each block switchable; with ``knowledge``, also the network's
+own knowledge tokens: their mean embedding and which token kinds the case has) on the
+training patients. Two ways to
 join it to the network (``linear_part.mode``):
 
 - ``mixture`` (default): the network trains as it would alone; prediction averages the
@@ -33,7 +35,9 @@ import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from kemm.model.errors import RunError
-from kemm.model.linear.text_genomics import GENOMIC_SUFFIXES, CoxPHTextGenomics, TextGenomicsInputError
+from kemm.model.linear.text_genomics import (
+    EMB_PREFIX, GENOMIC_SUFFIXES, KIND_PREFIX, CoxPHTextGenomics, TextGenomicsInputError,
+)
 from kemm.model.run.config import LinearPartConfig
 from kemm.model.run.foldmodel import FoldInputs
 
@@ -55,7 +59,39 @@ def _design(inputs: FoldInputs, cfg: LinearPartConfig, ids: list[str], key: str)
         raise RunError(f"model {key!r}: train.linear_part.text reads the raw report text; set data.reports "
                        "to the report file(s), or set train.linear_part.text: false")
     texts = [data.report_texts.get(c, "") for c in ids] if cfg.text else [""] * len(ids)
-    return t.loc[ids, list(cfg.clinical) + genomic], pd.Series(texts, index=ids, dtype=object)
+    X = t.loc[ids, list(cfg.clinical) + genomic]
+    if cfg.knowledge:
+        X = pd.concat([X, knowledge_columns(data, ids, key)], axis=1)
+    return X, pd.Series(texts, index=ids, dtype=object)
+
+
+def knowledge_columns(data, ids: list[str], key: str) -> pd.DataFrame:
+    """Per case, the knowledge tokens the network reads, as columns: ``kemb:<j>`` the mean
+    embedding of its report tokens (NaN without any) and ``kind:<kind>`` 1 where the case has
+    a report or PBK token of that kind (grounded PBK per case, static PBK per cancer type)."""
+    if data.report is None and data.pbk is None:
+        raise RunError(f"model {key!r}: train.linear_part.knowledge reads the model's knowledge tokens, and its "
+                       "profile gives none; set knowledge.report / knowledge.pbk, or set train.linear_part.knowledge: false")
+    types = data.cohort.table["cancer_type"] if "cancer_type" in data.cohort.table.columns else None
+    dim = data.text_dim or 0
+    emb = np.full((len(ids), dim if data.report is not None else 0), np.nan)
+    kinds: dict[str, np.ndarray] = {}
+
+    def mark(table, k: str, i: int) -> None:
+        for kind in set(table.kinds_of(k)):
+            kinds.setdefault(f"{KIND_PREFIX}{kind}", np.zeros(len(ids)))[i] = 1.0
+
+    for i, c in enumerate(ids):
+        if data.report is not None and (r := data.report.get(c)) is not None:
+            emb[i] = np.asarray(r, dtype=float).mean(axis=0)
+            mark(data.report, c, i)
+        if data.pbk is not None:
+            k = c if data.pbk.get(c) is not None else (types.loc[c] if types is not None else None)
+            if data.pbk.get(k) is not None:
+                mark(data.pbk, k, i)
+    cols = {f"{EMB_PREFIX}{j}": emb[:, j] for j in range(emb.shape[1])}
+    cols.update(sorted(kinds.items()))
+    return pd.DataFrame(cols, index=ids)
 
 
 def _splits(event: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -67,6 +67,7 @@ def set_threads(n: int | None) -> None:
 
 # train settings newer than the first runs, and their defaults
 ADDED_TRAIN_DEFAULTS = {"ensemble": 1, "linear_part": LinearPartConfig().model_dump(mode="json")}
+ADDED_LINEAR_PART_DEFAULTS = {"knowledge": False}  # keys of train.linear_part newer than its first runs
 
 
 def model_identity(entry: ModelEntry, cfg: ExperimentConfig) -> str:
@@ -74,6 +75,11 @@ def model_identity(entry: ModelEntry, cfg: ExperimentConfig) -> str:
     for key, default in ADDED_TRAIN_DEFAULTS.items():  # keys added later: at their default, the identity of older runs
         if train.get(key) == default:
             train.pop(key)
+    lp = train.get("linear_part")
+    if isinstance(lp, dict):
+        for key, default in ADDED_LINEAR_PART_DEFAULTS.items():
+            if lp.get(key) == default:
+                lp.pop(key)
     d = {"name": entry.name, "hparams": entry.hparams, "train": train}
     if entry.clinical is not None:  # only when set, so identities of runs made before the key existed stay valid
         d["clinical"] = entry.clinical

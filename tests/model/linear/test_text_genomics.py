@@ -131,7 +131,7 @@ def test_bad_input_gets_one_clear_error():
         m.fit(X, texts, time[:59], event)
     with pytest.raises(TextGenomicsInputError, match="all 60 training cases are censored"):
         m.fit(X, texts, time, np.zeros(60))
-    with pytest.raises(TextGenomicsInputError, match="no report text .* and no genomic columns"):
+    with pytest.raises(TextGenomicsInputError, match="no report text .*, no genomic columns .* and no knowledge-token columns"):
         m.fit(X[["age", "sex"]], texts.map(lambda _: ""), time, event)
     with pytest.raises(TextGenomicsInputError, match="texts has no entry for case 'TCGA-XX-0000'"):
         m.fit(X, texts.rename(index=lambda i: i.lower()), time, event)

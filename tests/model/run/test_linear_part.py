@@ -56,7 +56,7 @@ def test_baseline_logits_are_the_life_table():
 
 
 def test_config_needs_a_block_and_merges_row_overrides(syn, tmp_path):
-    with pytest.raises(ValueError, match="needs text or genomics"):
+    with pytest.raises(ValueError, match="needs text, genomics or knowledge"):
         LinearPartConfig(enabled=True, text=False, genomics=False)
     cfg = _cfg(syn, tmp_path / "r", [{"name": "snn", "hparams": HP, "train": {"linear_part": {"enabled": True}}}],
                linear_part={"weight": 0.25})
@@ -138,3 +138,97 @@ def test_text_part_without_reports_is_a_clear_error(syn, tmp_path):
     models = [{"name": "snn", "hparams": HP, "train": {"linear_part": {"enabled": True, "text": False}}}]
     run = run_experiment(_cfg(syn, tmp_path / "run2", models, reports=False))
     assert (run / "folds" / "snn" / "fold_2" / "predictions.csv").is_file()
+
+
+# -- the knowledge block: the linear part reads the network's own knowledge tokens ------------
+@pytest.fixture(scope="module")
+def ksyn(tmp_path_factory):
+    """80 synthetic patients with rules reports, their field sentences and grounded PBK (hash encoder)."""
+    from fakes import HashEncoder
+    from kemm.knowledge import build_pbk, build_reports, derive_fields, derive_grounded_pbk, embed_source
+    root = tmp_path_factory.mktemp("klin")
+    s = make_synthetic_cohort(root / "data", n_patients=80, seed=2, patches=(5, 8), wsi_dim=8)
+    cache = root / "cache"
+    build_reports(s.reports_csv, "rep", backend="rules", cache_dir=cache, cancer_type=s.cancer_type)
+    build_pbk([s.cancer_type], "pbk", backend="rules", cache_dir=cache)
+    derive_fields(cache, "rep", "rep-fields")
+    derive_grounded_pbk(cache, "rep", "pbk", "rep-grounded", cancer_type=s.cancer_type)
+    for src in ("rep", "rep-fields", "rep-grounded"):
+        embed_source(cache, src, HashEncoder(), progress=False)
+    return s, cache
+
+
+def _kcfg(ksyn, out, models, knowledge=True):
+    s, cache = ksyn
+    return parse_config({
+        "name": "klin", "output_dir": str(out),
+        "data": {"cohort": str(s.cohort_csv), "n_folds": 3, "reports": [str(s.reports_csv)]},
+        "knowledge": ({"report": ["rep-fields", "rep"], "pbk": "rep-grounded", "cache_dir": str(cache)} if knowledge else {}),
+        "models": models, "train": {"epochs": 1, "batch_size": 16, "progress": False},
+    })
+
+
+KLIN = {"enabled": True, "clinical": [], "text": False, "genomics": False, "knowledge": True}
+
+
+def test_knowledge_columns_are_the_tokens_the_network_reads(ksyn, tmp_path):
+    from kemm.model.run.linear_part import knowledge_columns
+    exp = prepare(_kcfg(ksyn, tmp_path / "r", [{"name": "text", "clinical": [], "hparams": {"dim": 8}}]))
+    d = exp.data
+    ids = d.cohort.case_ids
+    K = knowledge_columns(d, ids, "text")
+    emb = K[[c for c in K.columns if c.startswith("kemb:")]]
+    assert emb.shape[1] == d.text_dim
+    with_report = [c for c in ids if d.report.get(c) is not None]
+    c = with_report[0]
+    np.testing.assert_allclose(emb.loc[c].to_numpy(), d.report.get(c).mean(axis=0), rtol=1e-6)
+    kinds = {k[len("kind:"):] for k in K.columns if k.startswith("kind:") and K.loc[c, k] == 1.0}
+    assert kinds == set(d.report.kinds_of(c)) | set(d.pbk.kinds_of(c))
+    assert any(k.startswith("pbk:") for k in kinds)  # grounded PBK kinds carry their direction
+    without = [c for c in ids if d.report.get(c) is None]
+    if without:
+        assert emb.loc[without].isna().all(axis=None)
+
+
+def test_knowledge_part_run_is_the_coxph_on_those_tokens_and_reloads(ksyn, tmp_path):
+    from kemm.model.run.linear_part import knowledge_columns
+    models = [{"name": "text", "label": "text@klin", "clinical": [], "hparams": {"dim": 8}, "train": {"linear_part": KLIN}}]
+    cfg = _kcfg(ksyn, tmp_path / "run", models)
+    run = run_experiment(cfg)
+    fm = NeuralFoldModel.load(RunDir(run).fold("text@klin", 0))
+    assert fm.linear is not None and fm.linear.cfg.knowledge
+    exp = prepare(cfg)
+    ids = list(pd.read_csv(run / "folds" / "text@klin" / "fold_0" / "predictions.csv")["case_id"])
+    train_ids = [c for c in exp.data.cohort.case_ids if c not in set(ids)]
+    t = exp.data.cohort.table.loc[train_ids]
+    empty = lambda cs: pd.Series([""] * len(cs), index=cs, dtype=object)  # noqa: E731
+    ref = CoxPHTextGenomics(clinical=(), seed=0).fit(knowledge_columns(exp.data, train_ids, "x"), empty(train_ids),
+                                                     t["time"], t["event"])
+    assert ref.state_["blocks"]["knowledge"]["kind_columns"]  # kinds held by >= 3 training patients are features
+    got = fm.linear.offsets(exp.inputs, ids) + fm.linear.centre_
+    np.testing.assert_allclose(got, ref.predict_risk(knowledge_columns(exp.data, ids, "x"), empty(ids)), atol=1e-8)
+    assert np.isfinite(got).all()
+
+
+def test_knowledge_part_without_knowledge_is_a_clear_error(ksyn, tmp_path):
+    models = [{"name": "kemm_noknow", "hparams": {"dim": 8}, "train": {"linear_part": KLIN}}]
+    with pytest.raises(RunError, match=r"model 'kemm_noknow': train.linear_part.knowledge reads the model's knowledge "
+                                        r"tokens, and its profile gives none"):
+        run_experiment(_kcfg(ksyn, tmp_path / "run", models, knowledge=False))
+
+
+def test_knowledge_key_at_its_default_keeps_older_identities(syn, tmp_path):
+    """Runs made before linear_part.knowledge existed resume: at its default the key is not in the identity."""
+    from kemm.model.run.train import model_identity
+    rows = [{"name": "snn", "label": a, "hparams": HP, "train": {"linear_part": lp}}
+            for a, lp in (("a", {"enabled": True}), ("b", {"enabled": True, "knowledge": False}),
+                          ("c", {"enabled": True, "knowledge": True}))]
+    cfg = _cfg(syn, tmp_path / "r", rows)
+    ida, idb, idc = (model_identity(m, cfg) for m in cfg.models)
+    assert ida == idb != idc
+    # the value this row had before the key was added (computed at commit 242ca9e)
+    old = parse_config({"name": "x", "output_dir": "/tmp/x", "data": {"cohort": "/tmp/c.csv"},
+                        "models": [{"name": "text", "label": "text@ens3lin", "clinical": [], "hparams": {"dim": 128},
+                                    "train": {"ensemble": 3, "linear_part": {"enabled": True, "clinical": [],
+                                                                             "genomics": False}}}]})
+    assert model_identity(old.models[0], old) == "38ae32e6cdbd8c02"
