@@ -260,10 +260,6 @@ def _knowledge_raw(X: pd.DataFrame, st: dict) -> np.ndarray:
     return np.hstack(parts)
 
 
-def _apply_knowledge(X: pd.DataFrame, st: dict) -> np.ndarray:
-    return _scale(_knowledge_raw(X, st), st["scale"])
-
-
 def fit_blocks(X: pd.DataFrame, texts: list[str], p: TextGenomicsParams) -> dict:
     """Plain state of every block fitted on these rows (a block without data is None)."""
     st = {"clinical": _fit_clinical(X, p.clinical), "text": _fit_text(texts, p), "genomics": _fit_genomics(X, p),
@@ -285,7 +281,7 @@ def design(X: pd.DataFrame, texts: list[str], blocks: dict) -> np.ndarray:
     if blocks["genomics"] is not None:
         parts.append(_apply_genomics(X, blocks["genomics"]))
     if blocks.get("knowledge") is not None:  # states saved before the block existed have no key
-        parts.append(_apply_knowledge(X, blocks["knowledge"]))
+        parts.append(_scale(_knowledge_raw(X, blocks["knowledge"]), blocks["knowledge"]["scale"]))
     return np.hstack(parts)
 
 
