@@ -128,3 +128,17 @@ class AttemptScriptedBackend:
 
     def close(self) -> None:
         pass
+
+
+def rules_knowledge(syn, cache) -> None:
+    """The design's knowledge for a synthetic cohort, no LLM: rules reports ``rep``, their field
+    sentences ``rep-fields`` and PBK grounded in each patient ``rep-grounded`` (static ``pbk``),
+    every source embedded with the HashEncoder."""
+    from kemm.knowledge import build_pbk, build_reports, derive_fields, derive_grounded_pbk, embed_source
+    build_reports(syn.reports_csv, "rep", backend="rules", cache_dir=cache, cancer_type=syn.cancer_type)
+    build_pbk([syn.cancer_type], "pbk", backend="rules", cache_dir=cache)
+    derive_fields(cache, "rep", "rep-fields")
+    derive_grounded_pbk(cache, "rep", "pbk", "rep-grounded", cancer_type=syn.cancer_type)
+    enc = HashEncoder()
+    for s in ("rep", "rep-fields", "rep-grounded"):
+        embed_source(cache, s, enc, progress=False)

@@ -9,9 +9,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from fakes import HashEncoder
+from fakes import rules_knowledge
 from kemm.cli import app
-from kemm.knowledge import build_pbk, build_reports, derive_fields, derive_grounded_pbk, embed_source
 from kemm.model.data.synthetic import make_synthetic_cohort
 from kemm.model.run.config import parse_config
 from kemm.model.run.explain import cohort_summary, explain_all, explain_case, open_run
@@ -27,13 +26,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("explain")
     syn = make_synthetic_cohort(root / "data", n_patients=60, seed=0, patches=(5, 12), wsi_dim=8)
     cache = root / "cache"
-    build_reports(syn.reports_csv, "rep", backend="rules", cache_dir=cache, cancer_type=syn.cancer_type)
-    build_pbk([syn.cancer_type], "pbk", backend="rules", cache_dir=cache)
-    derive_fields(cache, "rep", "rep-fields")
-    derive_grounded_pbk(cache, "rep", "pbk", "rep-grounded", cancer_type=syn.cancer_type)
-    enc = HashEncoder()
-    for s in ("rep", "rep-fields", "rep-grounded"):
-        embed_source(cache, s, enc, progress=False)
+    rules_knowledge(syn, cache)
     cfg = parse_config({
         "name": "t", "output_dir": str(root / "run"),
         "data": {"cohort": str(syn.cohort_csv), "features_dir": str(syn.features_dir), "n_folds": 3,

@@ -144,18 +144,11 @@ def test_text_part_without_reports_is_a_clear_error(syn, tmp_path):
 @pytest.fixture(scope="module")
 def ksyn(tmp_path_factory):
     """80 synthetic patients with rules reports, their field sentences and grounded PBK (hash encoder)."""
-    from fakes import HashEncoder
-    from kemm.knowledge import build_pbk, build_reports, derive_fields, derive_grounded_pbk, embed_source
+    from fakes import rules_knowledge
     root = tmp_path_factory.mktemp("klin")
     s = make_synthetic_cohort(root / "data", n_patients=80, seed=2, patches=(5, 8), wsi_dim=8)
-    cache = root / "cache"
-    build_reports(s.reports_csv, "rep", backend="rules", cache_dir=cache, cancer_type=s.cancer_type)
-    build_pbk([s.cancer_type], "pbk", backend="rules", cache_dir=cache)
-    derive_fields(cache, "rep", "rep-fields")
-    derive_grounded_pbk(cache, "rep", "pbk", "rep-grounded", cancer_type=s.cancer_type)
-    for src in ("rep", "rep-fields", "rep-grounded"):
-        embed_source(cache, src, HashEncoder(), progress=False)
-    return s, cache
+    rules_knowledge(s, root / "cache")
+    return s, root / "cache"
 
 
 def _kcfg(ksyn, out, models, knowledge=True):
