@@ -54,7 +54,7 @@ SHARED_SETS = ["age", "age+text", "age+text+genomics", "sentences", "age+sentenc
 SOURCE_SETS = ["fields", "field_tokens", "embedding", "age+fields", "age+field_tokens", "age+embedding"]
 # The benchmark rows compared with the probes (labels of the current base.yaml), when folds.csv has them.
 NEURAL = ["kemm_noknow", "kemm_noknow@ens3", "kemm_noknow@lin75", "kemm_noknow@ens3lin", "kemm", "kemm@ens3", "kemm@sent",
-          "kemm@lin", "kemm@ens3lin", "kemm_nested", "kemm@llm", "text", "text@ens3", "text@sent", "text@lin", "text@ens3lin", "text@ens3lin_k",
+          "kemm@lin", "kemm@ens3lin", "kemm@ens3lin_k", "kemm_nested", "kemm@llm", "text", "text@ens3", "text@sent", "text@lin", "text@ens3lin", "text@ens3lin_k",
           "text_nested", "coxph", "coxph_rules", "coxph_text_genomics"]
 GAP = 0.03  # a difference of mean C counts as clear above this (5-fold std is ~0.03-0.08)
 CHANCE = 0.55  # a bare feature set below this carries little signal
