@@ -265,6 +265,19 @@ class SurvivalData:
                 f"kinds the model was trained with ({self.kinds})"
             ) from None
 
+    def pbk_key(self, case: str) -> str | None:
+        """The key a case's PBK is read under: the case (grounded PBK) or its cancer type (static
+        PBK); None where the PBK source has neither."""
+        if self.pbk is None:
+            return None
+        if self.pbk.get(case) is not None:
+            return case
+        t = self.cohort.table
+        ct = t.at[case, "cancer_type"] if "cancer_type" in t.columns else None
+        if ct is None or ct != ct:  # no column, or NaN
+            return None
+        return str(ct) if self.pbk.get(str(ct)) is not None else None
+
     @property
     def wsi_dim(self) -> int | None:
         return self.bags.dim if self.bags is not None else None

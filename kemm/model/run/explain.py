@@ -174,14 +174,9 @@ def _statements(data: SurvivalData, case_id: str) -> tuple[dict[str, list[str]],
     texts = {REPORT: [], PBK: []}
     if data.report is not None and data.report.get(case_id) is not None:
         texts[REPORT] = list(data.report.statements.get(case_id, []))
-    key = None
-    if data.pbk is not None:
-        ct = data.cohort.table.loc[case_id].get("cancer_type")
-        key = case_id if data.pbk.get(case_id) is not None else (str(ct) if pd.notna(ct) else None)
-        if key is not None and data.pbk.get(key) is not None:
-            texts[PBK] = list(data.pbk.statements.get(key, []))
-        else:
-            key = None
+    key = data.pbk_key(case_id)
+    if key is not None:
+        texts[PBK] = list(data.pbk.statements.get(key, []))
     return texts, key
 
 

@@ -72,7 +72,6 @@ def knowledge_columns(data, ids: list[str], key: str) -> pd.DataFrame:
     if data.report is None and data.pbk is None:
         raise RunError(f"model {key!r}: train.linear_part.knowledge reads the model's knowledge tokens, and its "
                        "profile gives none; set knowledge.report / knowledge.pbk, or set train.linear_part.knowledge: false")
-    types = data.cohort.table["cancer_type"] if "cancer_type" in data.cohort.table.columns else None
     dim = data.text_dim or 0
     emb = np.full((len(ids), dim if data.report is not None else 0), np.nan)
     kinds: dict[str, np.ndarray] = {}
@@ -85,10 +84,8 @@ def knowledge_columns(data, ids: list[str], key: str) -> pd.DataFrame:
         if data.report is not None and (r := data.report.get(c)) is not None:
             emb[i] = np.asarray(r, dtype=float).mean(axis=0)
             mark(data.report, c, i)
-        if data.pbk is not None:
-            k = c if data.pbk.get(c) is not None else (types.loc[c] if types is not None else None)
-            if data.pbk.get(k) is not None:
-                mark(data.pbk, k, i)
+        if (k := data.pbk_key(c)) is not None:
+            mark(data.pbk, k, i)
     cols = {f"{EMB_PREFIX}{j}": emb[:, j] for j in range(emb.shape[1])}
     cols.update(sorted(kinds.items()))
     return pd.DataFrame(cols, index=ids)
