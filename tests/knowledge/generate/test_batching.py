@@ -89,3 +89,22 @@ def test_greedy_outputs_equal_batch_of_one(tiny_llm, one_torch_thread):  # noqa:
     assert stats["batches"] < 6 and stats["output_tokens"] > 0 and stats["output_tokens_per_s"]
     assert [r.text for r in got] == [r.text for r in ref]
     assert [r.meta["prompt_tokens"] for r in got] == [r.meta["prompt_tokens"] for r in ref]
+
+
+def test_default_budget_follows_the_prefill():
+    from kemm.knowledge.generate.batching import default_token_budget
+
+    # rows prefilled alone on a CPU: the budget sizes only the decode batches, so it is larger
+    assert default_token_budget(gpu=False, rows_prefill=True) > default_token_budget(gpu=False, rows_prefill=False)
+    assert default_token_budget(gpu=True, rows_prefill=False) == default_token_budget(gpu=True, rows_prefill=True)
+
+
+def test_backend_budget_default_and_override(tiny_llm):  # noqa: F811
+    from kemm.knowledge.generate.batching import default_token_budget
+
+    be = create_backend("transformers", model=str(tiny_llm), device="cpu")
+    assert (be.prefill, be.token_budget) == ("rows", default_token_budget(False, True))
+    be = create_backend("transformers", model=str(tiny_llm), device="cpu", prefill="batch")
+    assert be.token_budget == default_token_budget(False, False)
+    be = create_backend("transformers", model=str(tiny_llm), device="cpu", token_budget=100)
+    assert be.token_budget == 100

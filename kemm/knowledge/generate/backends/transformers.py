@@ -3,7 +3,10 @@
 One batched ``model.generate`` per call (left padding), the tokenizer's chat
 template, and xgrammar's transformers logits processor so that every token
 keeps the output inside the task's JSON schema (see ``grammar.py`` for what
-the decoder schema tightens).  The checkpoint is read from a local directory
+the decoder schema tightens).  Keys and values go into a cache reserved once per
+call (``kv_cache.py``; ``kv_cache="dynamic"`` keeps transformers' own, which
+copies itself at every step); on a CPU each prompt of a batch is prefilled
+alone and only the decoding is batched (``prefill="rows"``).  The checkpoint is read from a local directory
 only (``local_files_only=True``): no hub access, ever.
 
 Sampling: kemm's sampling dict defines the generation completely; knobs it
@@ -23,13 +26,13 @@ from pydantic import BaseModel
 from kemm.knowledge.generate import catalog
 from kemm.knowledge.generate.backends.base import BackendError, GenerationRequest, GenerationResult, register
 from kemm.knowledge.generate.backends.grammar import compile_xgrammar
+from kemm.knowledge.generate.backends.kv_cache import cache_kwarg, prefill_rows, reserved_cache
 from kemm.knowledge.generate.backends.options import check_options, check_sampling, checkpoint_dir, checkpoint_revision, lib_version
 from kemm.knowledge.generate.batching import (
-    DEFAULT_CPU_TOKEN_BUDGET,
-    DEFAULT_GPU_TOKEN_BUDGET,
     FirstStepClock,
     Throughput,
     cpu_threads,
+    default_token_budget,
     token_budget_batches,
 )
 
@@ -46,6 +49,8 @@ class TransformersBackend:
         threads: int | None = None,
         token_budget: int | None = None,
         max_batch_rows: int | None = None,
+        kv_cache: str = "reserved",
+        prefill: str | None = None,
     ) -> None:
         import torch  # lazy: heavy; only when a local model runs
         from transformers import AutoModelForCausalLM, AutoTokenizer  # lazy: heavy
@@ -55,7 +60,14 @@ class TransformersBackend:
         self.device = _resolve_device(device, torch)
         self.threads = _set_threads(threads, self.device, torch)
         gpu = self.device.startswith("cuda")
-        self.token_budget = int(token_budget or (DEFAULT_GPU_TOKEN_BUDGET if gpu else DEFAULT_CPU_TOKEN_BUDGET))
+        if kv_cache not in ("reserved", "dynamic"):
+            raise BackendError(f"kv_cache {kv_cache!r}: expected 'reserved' (default) or 'dynamic'")
+        self.kv_cache = kv_cache
+        if prefill not in (None, "rows", "batch"):
+            raise BackendError(f"prefill {prefill!r}: expected 'rows' (CPU default) or 'batch' (GPU default)")
+        # A padded batch prefills slower than its rows on a CPU (kv_cache.prefill_rows); a GPU has the width.
+        self.prefill = prefill or ("batch" if gpu else "rows")
+        self.token_budget = int(token_budget or default_token_budget(gpu, self.prefill == "rows" and kv_cache == "reserved"))
         if self.token_budget < 1:
             raise BackendError(f"--token-budget {token_budget}: expected a positive number of tokens")
         self.max_batch_rows = max_batch_rows
@@ -112,9 +124,17 @@ class TransformersBackend:
         if sampling.get("seed") is not None:
             torch.manual_seed(int(sampling["seed"]))
         clock = FirstStepClock()
+        cache = None
+        if self.kv_cache == "reserved":
+            reserve = enc["input_ids"].shape[1] + int(gen_kwargs["max_new_tokens"])
+            if self.prefill == "rows" and len(ids) > 1:
+                cache = prefill_rows(self.model, ids, reserve)
+            if cache is None:
+                cache = reserved_cache(self.model.config, reserve)
         with torch.inference_mode():
             out = self.model.generate(
                 **enc,
+                **({cache_kwarg(self.model): cache} if cache is not None else {}),
                 generation_config=GenerationConfig(**gen_kwargs),
                 # One processor per call: it holds per-row grammar matchers.
                 logits_processor=LogitsProcessorList([clock, LogitsProcessor(grammar)]),
@@ -151,6 +171,8 @@ class TransformersBackend:
             "device": str(self.device),
             "threads": self.threads,
             "token_budget": self.token_budget,
+            "kv_cache": self.kv_cache,
+            "prefill": self.prefill if self.kv_cache == "reserved" else "batch",
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "constrained_decoding": "xgrammar (transformers logits processor, any_whitespace=False)",
             "sampling_rule": "kemm sampling defines generation; unset knobs neutral (top_k=0, repetition_penalty=1, "
@@ -286,6 +308,6 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 @register("transformers")
 def create(**options: Any) -> TransformersBackend:
     check_options(
-        "transformers", options, ("model", "revision", "device", "dtype", "threads", "token_budget"), ("max_batch_rows",)
+        "transformers", options, ("model", "revision", "device", "dtype", "threads", "token_budget"), ("max_batch_rows", "kv_cache", "prefill")
     )
     return TransformersBackend(**options)
