@@ -120,3 +120,11 @@ def test_backend_prefill_rows_equals_batch_prefill(tiny_llm, one_torch_thread): 
         finally:
             be.close()
     assert texts["rows"] == texts["batch"]
+
+
+def test_rows_prefill_needs_the_reserved_cache(tiny_llm):  # noqa: F811
+    from kemm.knowledge.generate.backends.base import BackendError
+
+    assert create_backend("transformers", model=str(tiny_llm), device="cpu", kv_cache="dynamic").prefill == "batch"
+    with pytest.raises(BackendError, match="prefill 'rows'"):
+        create_backend("transformers", model=str(tiny_llm), device="cpu", kv_cache="dynamic", prefill="rows")

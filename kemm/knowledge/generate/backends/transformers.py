@@ -3,11 +3,12 @@
 One batched ``model.generate`` per call (left padding), the tokenizer's chat
 template, and xgrammar's transformers logits processor so that every token
 keeps the output inside the task's JSON schema (see ``grammar.py`` for what
-the decoder schema tightens).  Keys and values go into a cache reserved once per
-call (``kv_cache.py``; ``kv_cache="dynamic"`` keeps transformers' own, which
-copies itself at every step); on a CPU each prompt of a batch is prefilled
-alone and only the decoding is batched (``prefill="rows"``).  The checkpoint is read from a local directory
-only (``local_files_only=True``): no hub access, ever.
+the decoder schema tightens).  Keys and values go into a cache reserved once
+per call (``kv_cache.py``; ``kv_cache="dynamic"`` keeps transformers' own,
+which copies itself at every step); on a CPU each prompt of a batch is
+prefilled alone and only the decoding is batched (``prefill="rows"``).  The
+checkpoint is read from a local directory only (``local_files_only=True``): no
+hub access, ever.
 
 Sampling: kemm's sampling dict defines the generation completely; knobs it
 does not set take neutral values (no top-k, no repetition penalty), not the
@@ -63,11 +64,11 @@ class TransformersBackend:
         if kv_cache not in ("reserved", "dynamic"):
             raise BackendError(f"kv_cache {kv_cache!r}: expected 'reserved' (default) or 'dynamic'")
         self.kv_cache = kv_cache
-        if prefill not in (None, "rows", "batch"):
-            raise BackendError(f"prefill {prefill!r}: expected 'rows' (CPU default) or 'batch' (GPU default)")
+        if prefill not in (None, "rows", "batch") or (prefill == "rows" and kv_cache != "reserved"):
+            raise BackendError(f"prefill {prefill!r}: expected 'rows' (CPU default, with kv_cache 'reserved') or 'batch'")
         # A padded batch prefills slower than its rows on a CPU (kv_cache.prefill_rows); a GPU has the width.
-        self.prefill = prefill or ("batch" if gpu else "rows")
-        self.token_budget = int(token_budget or default_token_budget(gpu, self.prefill == "rows" and kv_cache == "reserved"))
+        self.prefill = prefill or ("batch" if gpu or kv_cache != "reserved" else "rows")
+        self.token_budget = int(token_budget or default_token_budget(gpu, self.prefill == "rows"))
         if self.token_budget < 1:
             raise BackendError(f"--token-budget {token_budget}: expected a positive number of tokens")
         self.max_batch_rows = max_batch_rows
@@ -172,7 +173,7 @@ class TransformersBackend:
             "threads": self.threads,
             "token_budget": self.token_budget,
             "kv_cache": self.kv_cache,
-            "prefill": self.prefill if self.kv_cache == "reserved" else "batch",
+            "prefill": self.prefill,
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "constrained_decoding": "xgrammar (transformers logits processor, any_whitespace=False)",
             "sampling_rule": "kemm sampling defines generation; unset knobs neutral (top_k=0, repetition_penalty=1, "
