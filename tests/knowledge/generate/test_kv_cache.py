@@ -44,7 +44,11 @@ def test_reserved_cache_gives_the_same_greedy_tokens(tiny_llm, one_torch_thread,
             assert layer._k.shape[-2] == 10_000  # noqa: SLF001 - reserved once, never regrown
 
 
-def test_backend_outputs_equal_with_either_cache(tiny_llm, one_torch_thread):  # noqa: F811
+@pytest.mark.parametrize("reserve_new", [512, 3])  # 3: the cache regrows while decoding
+def test_backend_outputs_equal_with_either_cache(tiny_llm, one_torch_thread, monkeypatch, reserve_new):  # noqa: F811
+    from kemm.knowledge.generate.backends import transformers as tb
+
+    monkeypatch.setattr(tb, "RESERVE_NEW_TOKENS", reserve_new)
     prompt = load_prompt("refine_report", 1)
     reqs = [GenerationRequest(messages=prompt.render(case_id=f"TCGA-AA-000{i}", cancer_type="BLCA",
                                                      report_text="Invasive urothelial carcinoma, pT2a N0. " * (i + 1)))

@@ -4,10 +4,12 @@ transformers' default ``DynamicCache`` appends each decode step's keys and
 values with ``torch.cat``, which copies the whole cache of every layer at every
 step: for a 4,000-token report on one CPU core that copying was ~10% of a
 decode step of SmolLM2-135M (measured: 104 → 94 ms/step), and it grows with
-the context, so it weighs most on long outputs.  ``ReservedCache`` knows
-the most tokens a call can hold (prompt + ``max_new_tokens``), allocates each
-layer's buffer once, writes new entries in place and hands attention a view of
-the filled part.  The values attention sees are the same numbers in the same
+the context, so it weighs most on long outputs.  ``ReservedCache`` allocates
+each layer's buffer once for the prompt and the first new tokens (the backend
+reserves 512: schema-constrained outputs mostly stop well before
+``max_new_tokens``), writes new entries in place, doubles the buffer when a call
+outgrows it (amortised: a few copies, not one a step), and hands attention a
+view of the filled part.  The values attention sees are the same numbers in the same
 order, so greedy outputs are unchanged (tests/knowledge/generate/test_kv_cache.py).
 
 Only plain full-attention decoders use it (:func:`reserved_cache` returns None
@@ -80,7 +82,7 @@ def cache_classes() -> tuple[type, type] | None:
     ``ReservedLayer`` holds one layer's keys and values ``[B, H_kv, capacity, D]``, filled in
     place; ``keys``/``values`` are views ``[B, H_kv, n, D]`` of the filled part, so the rest of
     transformers (sequence length, masks) reads them as it reads a ``DynamicLayer``.  A call that
-    outgrows the reservation (it should not) doubles the buffer rather than failing.
+    outgrows the reservation doubles the buffer.
     """
     try:
         from transformers.cache_utils import Cache, DynamicCache, DynamicLayer  # lazy: heavy (torch)

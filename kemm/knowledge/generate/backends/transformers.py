@@ -38,6 +38,9 @@ from kemm.knowledge.generate.batching import (
 )
 
 
+RESERVE_NEW_TOKENS = 512  # new tokens a batch's KV cache is first reserved for (kv_cache.py)
+
+
 class TransformersBackend:
     name = "transformers"
 
@@ -127,7 +130,9 @@ class TransformersBackend:
         clock = FirstStepClock()
         cache = None
         if self.kv_cache == "reserved":
-            reserve = enc["input_ids"].shape[1] + int(gen_kwargs["max_new_tokens"])
+            # Room for RESERVE_NEW_TOKENS new tokens: schema-constrained outputs mostly stop well
+            # before max_new_tokens, and a longer one doubles the buffer (amortised, same values).
+            reserve = enc["input_ids"].shape[1] + min(int(gen_kwargs["max_new_tokens"]), RESERVE_NEW_TOKENS)
             if self.prefill == "rows" and len(ids) > 1:
                 cache = prefill_rows(self.model, ids, reserve)
             if cache is None:
