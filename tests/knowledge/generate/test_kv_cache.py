@@ -44,24 +44,29 @@ def test_reserved_cache_gives_the_same_greedy_tokens(tiny_llm, one_torch_thread,
             assert layer._k.shape[-2] == 10_000  # noqa: SLF001 - reserved once, never regrown
 
 
+def _backend_texts(tiny_llm, sentence: str, growth: int, **options) -> list[str]:  # noqa: F811
+    """Greedy texts of 3 prompts of different lengths, one backend batch (the rows decode together);
+    the backend reports the options it ran with."""
+    prompt = load_prompt("refine_report", 1)
+    reqs = [GenerationRequest(messages=prompt.render(case_id=f"TCGA-AA-000{i}", cancer_type="BLCA",
+                                                     report_text=sentence * (growth * i + 1))) for i in range(3)]
+    be = create_backend("transformers", model=str(tiny_llm), device="cpu", **options)
+    try:
+        assert all(be.describe()[k] == v for k, v in options.items())
+        res = be.generate(reqs, RefinedReport, {"temperature": 0.0, "max_tokens": 40})
+        assert {r.meta["batch_rows"] for r in res} == {3}
+        return [r.text for r in res]
+    finally:
+        be.close()
+
+
 @pytest.mark.parametrize("reserve_new", [512, 3])  # 3: the cache regrows while decoding
 def test_backend_outputs_equal_with_either_cache(tiny_llm, one_torch_thread, monkeypatch, reserve_new):  # noqa: F811
     from kemm.knowledge.generate.backends import transformers as tb
 
     monkeypatch.setattr(tb, "RESERVE_NEW_TOKENS", reserve_new)
-    prompt = load_prompt("refine_report", 1)
-    reqs = [GenerationRequest(messages=prompt.render(case_id=f"TCGA-AA-000{i}", cancer_type="BLCA",
-                                                     report_text="Invasive urothelial carcinoma, pT2a N0. " * (i + 1)))
-            for i in range(3)]
-    sampling = {"temperature": 0.0, "max_tokens": 40}
-    texts = {}
-    for kv in ("dynamic", "reserved"):
-        be = create_backend("transformers", model=str(tiny_llm), device="cpu", kv_cache=kv)
-        try:
-            texts[kv] = [r.text for r in be.generate(reqs, RefinedReport, sampling)]
-            assert be.describe()["kv_cache"] == kv
-        finally:
-            be.close()
+    texts = {kv: _backend_texts(tiny_llm, "Invasive urothelial carcinoma, pT2a N0. ", 1, kv_cache=kv)
+             for kv in ("dynamic", "reserved")}
     assert texts["reserved"] == texts["dynamic"]
 
 
@@ -108,21 +113,7 @@ def test_rows_prefilled_alone_decode_as_one_padded_batch(tiny_llm, one_torch_thr
 
 
 def test_backend_prefill_rows_equals_batch_prefill(tiny_llm, one_torch_thread):  # noqa: F811
-    prompt = load_prompt("refine_report", 1)
-    reqs = [GenerationRequest(messages=prompt.render(case_id=f"TCGA-AA-000{i}", cancer_type="BLCA",
-                                                     report_text="pT2a N0, margins negative. " * (3 * i + 1)))
-            for i in range(3)]
-    sampling = {"temperature": 0.0, "max_tokens": 40}
-    texts = {}
-    for prefill in ("batch", "rows"):
-        be = create_backend("transformers", model=str(tiny_llm), device="cpu", prefill=prefill)
-        try:
-            assert be.describe()["prefill"] == prefill
-            res = be.generate(reqs, RefinedReport, sampling)
-            assert {r.meta["batch_rows"] for r in res} == {3}  # one batch: the rows decode together
-            texts[prefill] = [r.text for r in res]
-        finally:
-            be.close()
+    texts = {p: _backend_texts(tiny_llm, "pT2a N0, margins negative. ", 3, prefill=p) for p in ("batch", "rows")}
     assert texts["rows"] == texts["batch"]
 
 
