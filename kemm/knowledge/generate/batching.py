@@ -33,9 +33,10 @@ def default_token_budget(gpu: bool, rows_prefill: bool) -> int:
     """The padded prompt tokens a batch may hold when the user sets no ``--token-budget``.
 
     On a CPU whose backend prefills each prompt alone (``rows_prefill``), the budget no longer
-    buys padding in the prefill: it only sizes the decode batches, where fewer, larger batches
-    read the weights fewer times.  SmolLM2-135M, 20 real reports, 2 threads: 32768 decoded in
-    33 s what 8192 decoded in 61 s, same greedy outputs (experiments/bench/RESULTS.md §4).
+    buys padding in the prefill: it only sizes the decode batches, and fewer, larger batches
+    take fewer decode steps.  SmolLM2-135M, 20 real reports, 2 threads: 32768 (3 batches)
+    decoded in 41.5 s what 8192 (9 batches) decoded in 66.6 s, same greedy outputs
+    (experiments/bench/RESULTS.md §4).
     """
     if gpu:
         return DEFAULT_GPU_TOKEN_BUDGET
