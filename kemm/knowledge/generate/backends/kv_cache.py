@@ -51,19 +51,19 @@ def _grow(layer: Any, k: Any, v: Any, capacity: int) -> None:
     layer._k, layer._v = nk, nv
 
 
-def _fill_left_padded(layer: Any, keys: list[Any], values: list[Any], longest: int) -> None:
-    """``ReservedLayer.fill_left_padded``: one row's ``[1, H_kv, n_b, D]`` keys/values per batch row
-    become the first ``longest`` positions, each row right-aligned (left padding).  Padded positions
-    hold zeros: they are masked, and must be finite (a weight of 0 times NaN is NaN)."""
-    k0, v0 = keys[0], values[0]
-    layer.lazy_initialization(k0, v0)
-    capacity = max(longest, layer.reserve)
-    layer._k = k0.new_zeros((len(keys), k0.shape[1], capacity, k0.shape[-1]))
-    layer._v = v0.new_zeros((len(values), v0.shape[1], capacity, v0.shape[-1]))
-    for b, (k, v) in enumerate(zip(keys, values)):
-        n = k.shape[-2]
-        layer._k[b, :, longest - n : longest, :] = k[0]
-        layer._v[b, :, longest - n : longest, :] = v[0]
+def _put_row(layer: Any, b: int, k: Any, v: Any, rows: int, longest: int) -> None:
+    """``ReservedLayer.put_row``: one prefilled row's ``[1, H_kv, n, D]`` keys/values become row ``b``
+    of a ``rows``-row batch holding ``longest`` positions, right-aligned (left padding).  The first
+    row allocates the buffers; padded positions hold zeros: they are masked, and must be finite (a
+    weight of 0 times NaN is NaN)."""
+    if layer._k is None:
+        layer.lazy_initialization(k, v)
+        capacity = max(longest, layer.reserve)
+        layer._k = k.new_zeros((rows, k.shape[1], capacity, k.shape[-1]))
+        layer._v = v.new_zeros((rows, v.shape[1], capacity, v.shape[-1]))
+    n = k.shape[-2]
+    layer._k[b, :, longest - n : longest, :] = k[0]
+    layer._v[b, :, longest - n : longest, :] = v[0]
     layer._n = longest
     layer.keys, layer.values = layer._k[..., :longest, :], layer._v[..., :longest, :]
 
@@ -91,7 +91,7 @@ def cache_classes() -> tuple[type, type] | None:
 
     class ReservedLayer(DynamicLayer):  # type: ignore[misc,valid-type]
         update = _update
-        fill_left_padded = _fill_left_padded
+        put_row = _put_row
 
         def __init__(self, reserve: int) -> None:
             super().__init__()
@@ -175,18 +175,13 @@ def prefill_rows(model: Any, ids: list[list[int]], reserve: int) -> Any | None:
     if cache is None or min(len(x) for x in ids) < 2:
         return None
     longest = max(len(x) for x in ids) - 1
-    rows = []
-    for row in ids:
+    for b, row in enumerate(ids):
         one = reserved_cache(model.config, len(row) - 1)
         with torch.inference_mode():
             model(input_ids=torch.tensor([row[:-1]], device=model.device), use_cache=True, logits_to_keep=1,
                   **{cache_kwarg(model): one})
-        rows.append(one)
-    for li, layer in enumerate(cache.layers):
-        parts = [r.layers[li] for r in rows]
-        layer.fill_left_padded([p.keys for p in parts], [p.values for p in parts], longest)
-        for p in parts:  # free each row's copy as soon as the batch holds it
-            p.reset()
+        for layer, mine in zip(cache.layers, one.layers):  # then drop the row's own copy: peak = batch + one row
+            layer.put_row(b, mine.keys, mine.values, len(ids), longest)
     return cache
 
 
