@@ -123,3 +123,16 @@ def test_rows_prefill_needs_the_reserved_cache(tiny_llm):  # noqa: F811
     assert create_backend("transformers", model=str(tiny_llm), device="cpu", kv_cache="dynamic").prefill == "batch"
     with pytest.raises(BackendError, match="prefill 'rows'"):
         create_backend("transformers", model=str(tiny_llm), device="cpu", kv_cache="dynamic", prefill="rows")
+
+
+def test_crop_and_batch_selection_keep_the_cache_usable():
+    """transformers' own crop / batch selection run, and the next update writes after what they kept."""
+    layer = cache_classes()[0](reserve=8)
+    k = torch.arange(2 * 1 * 5 * 2, dtype=torch.float32).reshape(2, 1, 5, 2)
+    layer.update(k, k.clone())
+    layer.crop(-2)
+    assert layer.get_seq_length() == 3 and torch.equal(layer.keys, k[..., :3, :])
+    layer.batch_select_indices(torch.tensor([1]))
+    new = torch.full((1, 1, 1, 2), -1.0)
+    keys, _ = layer.update(new, new.clone())
+    assert torch.equal(keys, torch.cat([k[1:, :, :3, :], new], dim=-2))

@@ -75,6 +75,17 @@ def _adopt(layer: Any) -> None:
     layer._n = 0 if layer.keys is None else int(layer.keys.shape[-2])
 
 
+def _then_adopt(method: Any) -> Any:
+    """``DynamicLayer``'s ``method`` followed by :func:`_adopt`."""
+
+    @functools.wraps(method)
+    def run(layer: Any, *args: Any) -> None:
+        method(layer, *args)
+        _adopt(layer)
+
+    return run
+
+
 @functools.lru_cache(maxsize=1)
 def cache_classes() -> tuple[type, type] | None:
     """``(ReservedLayer, ReservedCache)``, or None on transformers < 4.56 (no ``DynamicLayer``).
@@ -97,25 +108,13 @@ def cache_classes() -> tuple[type, type] | None:
             super().__init__()
             self.reserve, self._k, self._v, self._n = int(reserve), None, None, 0
 
-        def crop(self, tokens_to_remove: int) -> None:
-            super().crop(tokens_to_remove)
-            _adopt(self)
-
-        def batch_repeat_interleave(self, repeats: int) -> None:
-            super().batch_repeat_interleave(repeats)
-            _adopt(self)
-
-        def batch_select_indices(self, indices: Any) -> None:
-            super().batch_select_indices(indices)
-            _adopt(self)
-
-        def reorder_cache(self, beam_idx: Any) -> None:
-            super().reorder_cache(beam_idx)
-            _adopt(self)
-
         def reset(self) -> None:
             super().reset()
             self._k, self._v, self._n = None, None, 0
+
+    # crop / reorder / batch selection: transformers' own, then its new tensors become the buffer.
+    for name in ("crop", "batch_repeat_interleave", "batch_select_indices", "reorder_cache"):
+        setattr(ReservedLayer, name, _then_adopt(getattr(DynamicLayer, name)))
 
     class ReservedCache(DynamicCache):  # type: ignore[misc,valid-type]
         """A ``DynamicCache`` whose layers are ``ReservedLayer`` of ``reserve`` tokens."""
@@ -131,7 +130,8 @@ def reserved_cache(config: Any, reserve: int) -> Any | None:
 
     Args:
         config: the model's ``PretrainedConfig``.
-        reserve: the most tokens a row can hold in this call (padded prompt + new tokens).
+        reserve: the tokens a row's buffer is first allocated for (padded prompt + the new
+            tokens reserved for); more double it.
     """
     classes = cache_classes()
     if classes is None or getattr(config, "is_encoder_decoder", False):
@@ -149,22 +149,23 @@ def reserved_cache(config: Any, reserve: int) -> Any | None:
 
 
 def prefill_rows(model: Any, ids: list[list[int]], reserve: int) -> Any | None:
-    """Prefill each prompt alone, then stack the caches left-padded for one batched decode.
+    """Prefill each prompt alone into one left-padded batch cache, for one batched decode.
 
     On a CPU, a padded batch costs more than its rows: every row is computed to
     the longest prompt, and the padding mask takes attention off its causal fast
     path (measured on SmolLM2-135M, 2 threads: two rows of 3,994 and 2,253 tokens
     prefilled at 203 padded tokens/s together, 423 tokens/s alone).  Decoding is
     where a batch pays (each step reads the weights once for all rows), so this
-    prefills row by row — all tokens but the last, no padding — and lays the
-    caches out exactly as a left-padded batch would: the caller's ``generate``
+    prefills row by row — all tokens but the last, no padding — and writes each
+    row into the batch cache exactly as a left-padded batch would lay it out (then
+    drops the row's own copy: peak memory is the batch plus one row): the caller's ``generate``
     then sees ``Lmax - 1`` cached positions, feeds the last column, and decodes
     the rows together.  Padded positions hold zeros and are masked.
 
     Args:
         model: a causal LM (transformers), in eval mode.
         ids: token ids per row ``[B][L_i]``, each ``L_i >= 2``.
-        reserve: cache capacity per row (longest prompt + new tokens).
+        reserve: first cache capacity per row (longest prompt + the new tokens reserved for).
 
     Returns:
         the stacked cache, or None where :func:`reserved_cache` declines the model.
